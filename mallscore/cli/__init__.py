@@ -1,0 +1,10 @@
+"""The ``mallscore`` command line: a thin layer over the library.
+
+Each area registers its commands on the shared ``app`` from its own module;
+importing this package wires them all up.
+"""
+
+from mallscore.cli.app import app, main
+from mallscore.cli import data as _data  # noqa: F401  (registers ingest, synth, features, status, demo)
+
+__all__ = ["app", "main"]

@@ -1,0 +1,64 @@
+"""Helpers every command shares: settings from the context, errors to exit codes, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from mallscore.errors import EXIT_SIGINT, EXIT_UNEXPECTED, MallscoreError
+from mallscore.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_from(ctx: typer.Context, **flags: Any) -> Settings:
+    """Settings from defaults, environment, then global and command flags."""
+    root = ctx.find_root().obj or {}
+    return load_settings(warehouse=root.get("warehouse"), models_dir=root.get("models_dir"), **flags)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    sys.stderr.write(f"mallscore: {message}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def cli_errors(func: F) -> F:
+    """Turn known failures into one stderr line and their exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except MallscoreError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_SIGINT) from None
+        except Exception as exc:  # the last resort: still one line
+            if os.environ.get("MALLSCORE_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise fail(
+                f"unexpected error: {type(exc).__name__}: {first} (set MALLSCORE_DEBUG=1 for a traceback)",
+                EXIT_UNEXPECTED,
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object on stdout."""
+    typer.echo(json.dumps(obj, indent=2, default=str, sort_keys=False))
+
+
+def is_terminal() -> bool:
+    """True when stderr is a terminal (progress bars are shown only then)."""
+    return sys.stderr.isatty()

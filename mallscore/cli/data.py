@@ -1,0 +1,137 @@
+"""Commands that put data into the warehouse and describe it: ingest, synth, features, status, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mallscore.cli._common import cli_errors, emit_json, settings_from
+from mallscore.cli.app import app
+
+
+@app.command()
+@cli_errors
+def ingest(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."),
+    json_out: bool = typer.Option(False, "--json", help="Print {load_id, rows_in_file, loaded, rejected, ...} as JSON."),
+) -> None:
+    """Load a customers CSV: valid rows are upserted, bad rows go to rejected_rows with a reason.
+
+    An empty spending score marks a new customer. Loading the same file twice
+    changes nothing; a changed row for a known customer updates it.
+    Exit 65 when the file is not a usable CSV, 66 when it is missing or unreadable.
+    """
+    from mallscore.ingest import ingest_csv
+    from mallscore.warehouse import open_warehouse
+
+    settings = settings_from(ctx)
+    with open_warehouse(settings) as con:
+        result = ingest_csv(con, file)
+    if json_out:
+        emit_json(result.as_dict())
+        return
+    typer.echo(
+        f"{result.load_id}: {result.rows_in_file} rows in file = {result.loaded} loaded + {result.rejected} rejected "
+        f"({result.inserted} new, {result.updated} updated, {result.unchanged} unchanged)"
+    )
+    if result.rejected:
+        typer.echo(f"see rejected rows: select * from rejected_rows where load_id = '{result.load_id}'")
+
+
+@app.command()
+@cli_errors
+def synth(
+    ctx: typer.Context,
+    rows: int = typer.Option(..., "--rows", min=0, help="How many customers to generate."),
+    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same customers."),
+    new: bool = typer.Option(False, "--new", help="New customers: no spending score yet."),
+    csv: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write a CSV in the public data's format instead of the warehouse."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Generate synthetic customers shaped like the public Mall Customers data."""
+    from mallscore.synth import SynthResult, generate, synth_customers, write_csv
+    from mallscore.warehouse import open_warehouse
+
+    if csv is not None:
+        write_csv(generate(rows, seed, new=new), csv)
+        result = SynthResult(rows, 1, rows, seed, new, str(csv))
+    else:
+        with open_warehouse(settings_from(ctx)) as con:
+            result = synth_customers(con, rows, seed, new=new)
+    if json_out:
+        emit_json(result.__dict__)
+    else:
+        kind = "new customers (no score)" if new else "customers with scores"
+        typer.echo(f"wrote {result.rows} synthetic {kind} (ids {result.first_id}..{result.last_id}) to {result.target}")
+
+
+@app.command()
+@cli_errors
+def features(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help='Print {"relations": {...}, "labels": {"rows", "positives"}}.'),
+) -> None:
+    """Build every table and view from sql/ (idempotent) and run the key checks."""
+    from mallscore.warehouse import label_counts, open_warehouse, relation_counts
+
+    with open_warehouse(settings_from(ctx)) as con:
+        counts = relation_counts(con)
+        labels = label_counts(con)
+    if json_out:
+        emit_json({"relations": counts, "labels": labels})
+        return
+    for name, n in counts.items():
+        typer.echo(f"{name:<22} {n:>12,}")
+    typer.echo(f"labelled rows: {labels['rows']:,}, high spenders: {labels['positives']:,}")
+
+
+@app.command()
+@cli_errors
+def status(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Row counts, the most recent loads and rejected rows by reason."""
+    from mallscore.status import warehouse_status
+    from mallscore.warehouse import open_warehouse
+
+    with open_warehouse(settings_from(ctx)) as con:
+        info = warehouse_status(con)
+    if json_out:
+        emit_json(info)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    counts = Table("relation", "rows", title="Warehouse")
+    for name, n in info["relations"].items():
+        counts.add_row(name, f"{n:,}")
+    console.print(counts)
+    loads = Table("load_id", "source", "rows", "loaded", "rejected", title="Recent loads")
+    for load in info["recent_loads"]:
+        loads.add_row(load["load_id"], load["source"], str(load["rows_in_file"]), str(load["loaded"]), str(load["rejected"]))
+    console.print(loads)
+    if info["rejected_by_reason"]:
+        rej = Table("batch", "reason", "rows", title="Rejected rows")
+        for r in info["rejected_by_reason"]:
+            rej.add_row(r["batch"], r["reason"], str(r["rows"]))
+        console.print(rej)
+
+
+@app.command()
+@cli_errors
+def demo(
+    ctx: typer.Context,
+    rows: int = typer.Option(1000, "--rows", min=50, help="Synthetic customers with known scores."),
+    new_rows: int = typer.Option(500, "--new-rows", min=0, help="Synthetic new customers (no score yet)."),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Run the whole pipeline end to end on synthetic data and print a summary."""
+    from mallscore.demo import run_demo
+
+    for line in run_demo(settings_from(ctx), rows=rows, new_rows=new_rows, seed=seed):
+        typer.echo(line)

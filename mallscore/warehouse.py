@@ -1,0 +1,191 @@
+"""The one module that owns DuckDB connections and builds the warehouse from ``sql/``.
+
+DuckDB allows one read-write process or many read-only ones, never both. A
+second open fails at once, so :func:`connect` retries with backoff for a bounded
+time and then raises :class:`LockedError` naming the process that holds the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from mallscore.errors import ConfigError, InputMissingError, LockedError
+from mallscore.settings import Settings
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_SQL_FILE = re.compile(r"^(\d{2})_([a-z][a-z0-9_]*)\.sql$")
+_KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_LOCK_PID = re.compile(r"\(PID (\d+)\)")
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """One file of ``sql/``: its build order, the relation it creates, and its key."""
+
+    order: int
+    relation: str
+    path: Path
+    unique_key: str | None
+
+    @property
+    def text(self) -> str:
+        """The SQL statement in the file."""
+        return self.path.read_text(encoding="utf-8")
+
+
+def sql_files(sql_dir: Path = SQL_DIR) -> list[SqlFile]:
+    """The numbered SQL files that build the warehouse, in build order."""
+    files = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _SQL_FILE.match(path.name)
+        if not match:
+            raise ConfigError(f"{path}: SQL files must be named NN_relation.sql")
+        key = _KEY_MARK.search(path.read_text(encoding="utf-8"))
+        files.append(SqlFile(int(match.group(1)), match.group(2), path, key.group(1) if key else None))
+    return files
+
+
+def sql_query(name: str, sql_dir: Path = SQL_DIR) -> str:
+    """A named query from a subfolder of ``sql/`` (for example ``ingest/validate_customers``)."""
+    return (sql_dir / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _describe_lock(message: str) -> str:
+    holder = _LOCK_HOLDER.search(message)
+    if holder:
+        return f"{holder.group(1)} (PID {holder.group(2)})"
+    pid = _LOCK_PID.search(message)
+    return f"PID {pid.group(1)}" if pid else "another process"
+
+
+def _secure_parent(path: Path) -> None:
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    lock_timeout: float = 0.0,
+    external_access: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file at ``path``, retrying while another process holds its lock.
+
+    External file access (COPY, read_csv, ATTACH of arbitrary paths) is disabled
+    unless asked for: nothing a user types can make the engine touch other files.
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise InputMissingError(f"warehouse {path} does not exist yet: run `mallscore ingest` or `mallscore synth` first")
+    if not read_only:
+        _secure_parent(path)
+    config = {} if external_access else {"enable_external_access": "false"}
+    deadline = time.monotonic() + max(lock_timeout, 0.0)
+    delay = 0.05
+    while True:
+        try:
+            existed = path.exists()
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            if not existed and path.exists():
+                os.chmod(path, 0o600)
+            return con
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "Could not set lock" not in message and "Conflicting lock" not in message:
+                raise ConfigError(f"cannot open warehouse {path}: {message.splitlines()[0]}") from None
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"warehouse {path} is locked by {_describe_lock(message)}; "
+                    f"gave up after {lock_timeout:g}s (retry later, or raise --lock-timeout)"
+                ) from None
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0.01)))
+            delay = min(delay * 2, 2.0)
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"warehouse {path} cannot be opened ({str(exc).splitlines()[0]}); "
+                "its files were left untouched: see README, Operations"
+            ) from None
+
+
+@contextmanager
+def open_warehouse(settings: Settings, *, read_only: bool = False, build_schema: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the configured warehouse (building its relations unless read-only) and close it after."""
+    con = connect(settings.warehouse, read_only=read_only, lock_timeout=settings.lock_timeout)
+    try:
+        if build_schema and not read_only:
+            build(con)
+        yield con
+    finally:
+        con.close()
+
+
+class KeyCheckError(ConfigError):
+    """A customer-level relation has a NULL or duplicated customer key."""
+
+
+def check_keys(con: duckdb.DuckDBPyConnection, files: list[SqlFile] | None = None) -> None:
+    """Assert unique, not-null keys on every relation that declares one (``-- unique_key:``)."""
+    for f in files if files is not None else sql_files():
+        if not f.unique_key:
+            continue
+        key = f'"{f.unique_key}"'
+        nulls, dupes = con.execute(
+            f'select count(*) filter (where {key} is null), count({key}) - count(distinct {key}) from "{f.relation}"'
+        ).fetchall()[0]
+        if nulls or dupes:
+            raise KeyCheckError(
+                f"key check failed on {f.relation}.{f.unique_key}: {nulls} null and {dupes} duplicated value(s); "
+                f"the build was rolled back (see {f.path.name})"
+            )
+
+
+def build(con: duckdb.DuckDBPyConnection, *, check: bool = True) -> list[SqlFile]:
+    """Run every SQL file in numbered order in one transaction, then the key checks."""
+    files = sql_files()
+    con.begin()
+    try:
+        for f in files:
+            con.execute(f.text)
+        if check:
+            check_keys(con, files)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return files
+
+
+def relation_counts(con: duckdb.DuckDBPyConnection, files: list[SqlFile] | None = None) -> dict[str, int]:
+    """Row count of every relation the SQL files build."""
+    return {
+        f.relation: con.execute(f'select count(*) from "{f.relation}"').fetchall()[0][0]
+        for f in (files if files is not None else sql_files())
+    }
+
+
+def label_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Labelled rows and positives in ``labels_high_spender``."""
+    rows, positives = con.execute(
+        "select count(*), coalesce(sum(high_spender), 0) from labels_high_spender"
+    ).fetchall()[0]
+    return {"rows": int(rows), "positives": int(positives)}
+
+
+def fetch_one(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> tuple:
+    """Run ``query`` and return its first row, leaving no open result on ``con``.
+
+    DuckDB 2.0 keeps a result open after ``fetchone()``, which blocks the next
+    call on the connection; fetching everything closes it.
+    """
+    rows = con.execute(query, params).fetchall() if params is not None else con.execute(query).fetchall()
+    return rows[0] if rows else ()
