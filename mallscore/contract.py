@@ -206,11 +206,19 @@ def _range_text(f: Feature, i: int) -> str:
     return f"{lo} || '..' || {hi}"
 
 
-def validation_sql(contract: Contract) -> str:
-    """A SQL expression: NULL when a row meets the contract, else the first failing rule's reason."""
+def feature_column(i: int) -> str:
+    """The internal name of the card's i-th feature in the scoring queries (never collides with a feature name)."""
+    return f"__feature_{i}"
+
+
+def validation_sql(contract: Contract, columns: Sequence[str] | None = None) -> str:
+    """A SQL expression: NULL when a row meets the contract, else the first failing rule's reason.
+
+    ``columns`` names the features' columns (default: the feature names).
+    """
     whens = []
     for i, f in enumerate(contract.features):
-        col, name = quote(f.name), f"$f{i}_name"
+        col, name = quote(columns[i] if columns else f.name), f"$f{i}_name"
         whens.append(f"when {col} is null then {name} || ' is missing'")
         whens.append(
             f"when not isfinite({col}) or abs({col}) > $float32_max "
@@ -234,7 +242,7 @@ def validation_sql(contract: Contract) -> str:
     return "case\n        " + "\n        ".join(whens) + "\n    end"
 
 
-def segment_sql(contract: Contract, p: str = "p", score: str = "spending_score") -> str:
+def segment_sql(contract: Contract, p: str = "p", score: str = "observed_score") -> str:
     """A SQL expression: the tier of a row, observed from its score if known, else predicted from ``p``."""
     observed = " ".join(f"when {score} >= $t{i}_score then $t{i}_name" for i in range(len(contract.tiers)))
     predicted = " ".join(f"when {p} >= $t{i}_p then $t{i}_name" for i in range(len(contract.tiers)))
@@ -245,7 +253,7 @@ def segment_sql(contract: Contract, p: str = "p", score: str = "spending_score")
     )
 
 
-def basis_sql(score: str = "spending_score") -> str:
+def basis_sql(score: str = "observed_score") -> str:
     """A SQL expression: 'observed' where the spending score is known, else 'predicted'."""
     return f"case when {score} is not null then 'observed' else 'predicted' end"
 
@@ -261,7 +269,9 @@ def candidates_sql(contract: Contract, *, mode: str, has_score: bool) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown scoring mode {mode!r}")
     score = quote(OBSERVED_SCORE_COLUMN) if has_score else "null"
-    feature_cols = ",\n        ".join(f"cast({quote(f.name)} as double) as {quote(f.name)}" for f in contract.features)
+    feature_cols = ",\n        ".join(
+        f"cast({quote(f.name)} as double) as {quote(feature_column(i))}" for i, f in enumerate(contract.features)
+    )
     predicate = {
         "nightly": (
             "(current_segments.customer_id is null\n"
@@ -277,7 +287,7 @@ with features as (
     select
         customer_id,
         updated_at,
-        cast({score} as double) as spending_score,
+        cast({score} as double) as observed_score,
         {feature_cols}
     from {quote(contract.feature_table)}
 ),
@@ -306,14 +316,13 @@ candidates as (
 
 def scoring_input_sql(contract: Contract, *, mode: str, has_score: bool) -> str:
     """The streamed query: every candidate with its rejection reason; features as float32 only when valid."""
-    raw = ", ".join(f"{quote(f.name)} := cast({quote(f.name)} as varchar)" for f in contract.features)
-    floats = ",\n        ".join(
-        f"case when reason is null then cast({quote(f.name)} as float) end as {quote(f.name)}" for f in contract.features
-    )
+    cols = [quote(feature_column(i)) for i in range(len(contract.features))]
+    raw = ", ".join(f"{quote(f.name)} := cast({c} as varchar)" for f, c in zip(contract.features, cols))
+    floats = ",\n        ".join(f"case when reason is null then cast({c} as float) end as {c}" for c in cols)
     return candidates_sql(contract, mode=mode, has_score=has_score) + f""",
 
 checked as (
-    select *, {validation_sql(contract)} as reason
+    select *, {validation_sql(contract, [feature_column(i) for i in range(len(contract.features))])} as reason
     from candidates
 ),
 
@@ -321,7 +330,7 @@ final as (
     select
         customer_id,
         updated_at,
-        spending_score,
+        observed_score,
         reason,
         case when reason is not null then to_json(struct_pack({raw})) end as raw_values,
         {floats}
@@ -333,12 +342,12 @@ select * from final
 
 
 def segment_insert_sql(contract: Contract, source: str) -> str:
-    """INSERT the scored rows of ``source`` (customer_id, updated_at, spending_score, p) into ``segments``."""
+    """INSERT the scored rows of ``source`` (customer_id, updated_at, observed_score, p) into ``segments``."""
     return f"""
 insert into segments
     (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
 with scored as (
-    select customer_id, updated_at, spending_score, cast(p as double) as p from {quote(source)}
+    select customer_id, updated_at, observed_score, cast(p as double) as p from {quote(source)}
 )
 select
     customer_id,

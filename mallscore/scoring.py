@@ -42,6 +42,7 @@ from mallscore.contract import (
     contract_from_card,
     contract_params,
     describe_ids,
+    feature_column,
     quote,
     scoring_input_sql,
     segment_insert_sql,
@@ -324,9 +325,9 @@ def _stream_and_insert(
             total = int(reader_con.execute(count, bound(count, params)).fetchall()[0][0])
             progress(0, total)
         reader = reader_con.sql(query, params=bound(query, params)).to_arrow_reader(batch_rows)
-        names = contract.feature_names
+        inputs = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
         out_schema = pa.schema([reader.schema.field("customer_id"), reader.schema.field("updated_at"),
-                                reader.schema.field("spending_score"), pa.field("p", pa.float32())])
+                                reader.schema.field("observed_score"), pa.field("p", pa.float32())])
         state = {"scored": 0, "seen": 0, "error": None}
 
         def scored_batches() -> Iterator[Any]:
@@ -345,12 +346,12 @@ def _stream_and_insert(
                         batch = batch.filter(pc.is_null(reason))
                     started = timer.add("write", started)
                     if batch.num_rows:
-                        feeds = {n: batch.column(n).to_numpy(zero_copy_only=False).reshape(-1, 1) for n in names}
+                        feeds = {n: batch.column(c).to_numpy(zero_copy_only=False).reshape(-1, 1) for n, c in inputs.items()}
                         p = predict(model, feeds)
                         started = timer.add("score", started)
                         state["scored"] += batch.num_rows
                         yield pa.RecordBatch.from_arrays(
-                            [batch.column("customer_id"), batch.column("updated_at"), batch.column("spending_score"),
+                            [batch.column("customer_id"), batch.column("updated_at"), batch.column("observed_score"),
                              pa.array(p, pa.float32())],
                             schema=out_schema,
                         )
@@ -372,12 +373,19 @@ def _stream_and_insert(
                 raise state["error"] from None
             raise
         finally:
-            con.unregister(source)
+            _unregister(con, source)
         inner = sum(timer.seconds[k] for k in ("read_validate", "score", "write")) - before
         timer.seconds["write"] += max(time.perf_counter() - started - inner, 0.0)
         return state["scored"]
     finally:
         reader_con.close()
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    try:
+        con.unregister(name)
+    except duckdb.Error:
+        pass  # the transaction failed; the rollback that follows drops nothing we need
 
 
 def _insert_rejected(con: duckdb.DuckDBPyConnection, spill: _Spill, run_id: str, now: datetime) -> None:
@@ -589,15 +597,15 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
                                  "p_high_spender": None, "predicted_high_spender": None, "segment": None, "basis": None}
               for r in rows}
     if valid:
-        feeds = {n: np.array([[r[n]] for r in valid], dtype=np.float32) for n in contract.feature_names}
+        feeds = {n: np.array([[r[feature_column(i)]] for r in valid], dtype=np.float32) for i, n in enumerate(contract.inputs)}
         p = predict(model, feeds)
         seg_query = (
             "with scored as (select cast(unnest($cid) as bigint) as customer_id, cast(unnest($p) as double) as p, "
-            "cast(unnest($score) as double) as spending_score) "
+            "cast(unnest($score) as double) as observed_score) "
             f"select customer_id, p, p >= $threshold, {segment_sql(contract)}, {basis_sql()} from scored"
         )
         seg_params = {**contract_params(contract), "cid": [r["customer_id"] for r in valid],
-                      "p": [float(x) for x in p], "score": [r["spending_score"] for r in valid]}
+                      "p": [float(x) for x in p], "score": [r["observed_score"] for r in valid]}
         for cid, prob, predicted, segment, basis in con.execute(seg_query, bound(seg_query, seg_params)).fetchall():
             result[cid].update(status="scored", p_high_spender=prob, predicted_high_spender=predicted,
                                segment=segment, basis=basis)
