@@ -18,9 +18,7 @@ committed first so that a killed run is visible and the next run marks it
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import secrets
 import signal
 import tempfile
@@ -65,7 +63,6 @@ RUN_COLUMNS = (
     "rows_read", "rows_scored", "rows_rejected", "error",
 )
 Progress = Callable[[int, int], None]
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 # --- the model -----------------------------------------------------------------------
@@ -87,46 +84,11 @@ class LoadedModel:
 
 
 def _verified_model(settings: Settings, version: str | None) -> tuple[dict, bytes]:
-    """The champion's (or ``version``'s) card and ONNX bytes, sha256-checked before anything loads.
+    """The champion's (or ``version``'s) card and ONNX bytes, both sha256-checked before anything loads."""
+    from mallscore import registry
 
-    Minimal stand-in for ``mallscore.registry.verify_model`` until the training
-    branch lands; it is the one place to swap.
-    """
-    spec_dir = Path(settings.models_dir) / "default"
-    if version is None:
-        pointer = spec_dir / "CHAMPION"
-        try:
-            version = pointer.read_text(encoding="utf-8").strip()
-        except OSError:
-            raise ConfigError(
-                f"no champion model: {pointer} is missing; train one with `mallscore train` or pass --model VERSION"
-            ) from None
-    if not _VERSION.match(version) or version in (".", ".."):
-        raise ConfigError(f"model version {version!r} is not a valid version name")
-    folder = spec_dir / version
-    try:
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"model {version} not found: {folder / 'card.json'} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model {version}: card.json is unreadable ({exc})") from None
-    onnx_info = card.get("onnx") if isinstance(card, dict) else None
-    if not isinstance(onnx_info, dict) or "sha256" not in onnx_info:
-        raise ConfigError(f"model {version}: card.json has no onnx.sha256; refusing to load an unverified model")
-    path = folder / str(onnx_info.get("file", "model.onnx"))
-    if path.resolve().parent != folder.resolve():
-        raise ConfigError(f"model {version}: onnx.file must name a file inside {folder}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"model {version}: cannot read {path} ({exc.strerror})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != onnx_info["sha256"]:
-        raise ConfigError(
-            f"model {version}: {path.name} has sha256 {digest[:12]}..., its card says {str(onnx_info['sha256'])[:12]}...; "
-            "the file was changed or corrupted; refusing to score (nothing was written)"
-        )
-    return card, data
+    path = registry.champion_card_path(settings.models_dir) if version is None else registry.card_path(settings.models_dir, version)
+    return registry.verify_model(path)
 
 
 def load_model(settings: Settings, version: str | None = None) -> LoadedModel:

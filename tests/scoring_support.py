@@ -9,7 +9,6 @@ Test modules import the fixtures they use from here.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mallscore import registry
 from mallscore.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,11 +85,9 @@ def write_model(
             for node in onnx_model.graph.node:
                 node.input[:] = [name if i == old else i for i in node.input]
     data = onnx_model.SerializeToString()
-    folder = models_dir / spec / version
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(data)
     ranges = {**RANGES, **(ranges or {})}
     card = {
+        "card_format": registry.CARD_FORMAT,
         "spec": spec,
         "version": version,
         "feature_table": "features_customer",
@@ -101,16 +99,19 @@ def write_model(
         "onnx": {
             "file": "model.onnx",
             "sha256": hashlib.sha256(data).hexdigest(),
-            "inputs": [{"name": name, "type": "float32", "shape": [None, 1]} for name in features],
+            "inputs": list(features),
+            "input_shape": [None, 1],
+            "input_type": "float32",
             "probability_output": "probabilities",
         },
         "threshold": threshold,
         "tiers": TIERS,
+        "promotable": True,
     }
-    (folder / "card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    registry.register(models_dir, card, {"model.onnx": data})
     if champion:
-        (models_dir / spec / "CHAMPION").write_text(version + "\n", encoding="utf-8")
-    return card
+        registry.promote(models_dir, version, reason="test fixture")
+    return registry.load_card(models_dir, version)
 
 
 def seed_customers(settings: Settings, known: int = 300, new: int = 200, seed: int = 3) -> None:

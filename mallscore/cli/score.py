@@ -23,9 +23,11 @@ def _progress_bar(enabled: bool) -> Iterator[Optional[Callable[[int, int], None]
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("scoring", total=None)
 
         def update(done: int, total: int) -> None:
