@@ -308,13 +308,13 @@ def _stream_and_insert(
                         batch = batch.filter(pc.is_null(reason))
                     started = timer.add("write", started)
                     if batch.num_rows:
-                        feeds = {n: batch.column(c).to_numpy(zero_copy_only=False).reshape(-1, 1) for n, c in inputs.items()}
+                        feeds = {n: _as_numpy(batch.column(c)).reshape(-1, 1) for n, c in inputs.items()}
                         p = predict(model, feeds)
                         started = timer.add("score", started)
                         state["scored"] += batch.num_rows
                         yield pa.RecordBatch.from_arrays(
                             [batch.column("customer_id"), batch.column("updated_at"), batch.column("observed_score"),
-                             pa.array(p, pa.float32())],
+                             _as_arrow(p)],
                             schema=out_schema,
                         )
                     if progress is not None:
@@ -341,6 +341,22 @@ def _stream_and_insert(
         return state["scored"]
     finally:
         reader_con.close()
+
+
+def _as_numpy(array: Any) -> Any:
+    """A float32 Arrow array without nulls as a zero-copy numpy view (``to_numpy`` would import pandas)."""
+    import numpy as np
+
+    if array.null_count or str(array.type) != "float":
+        raise RuntimeError(f"internal error: expected float32 without nulls, got {array.type} with {array.null_count} null(s)")
+    return np.frombuffer(array.buffers()[1], dtype=np.float32, count=len(array), offset=array.offset * 4)
+
+
+def _as_arrow(values: Any) -> Any:
+    """A contiguous float32 numpy array as an Arrow array, zero-copy (``pa.array`` would import pandas)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)])
 
 
 def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
