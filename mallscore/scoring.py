@@ -387,19 +387,23 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 
 
 def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """The job's read-write warehouse connection: lock wait, no progress bar, files only in the snapshot build folder."""
-    from mallscore.snapshot import build_dir
+    """The job's read-write warehouse connection: waits for the lock, no file access, no progress bar."""
     from mallscore.warehouse import connect
 
-    con = connect(settings.warehouse, lock_timeout=settings.lock_timeout, external_access=True)
-    try:
-        con.execute("set enable_progress_bar = false")
-        con.execute("set allowed_directories = ?", [[str(build_dir(settings)) + os.sep]])
-        con.execute("set enable_external_access = false")
-    except BaseException:
-        con.close()
-        raise
+    con = connect(settings.warehouse, lock_timeout=settings.lock_timeout)
+    con.execute("set enable_progress_bar = false")
     return con
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Build the warehouse's relations when one is missing (ingest and `mallscore features` rebuild them anyway)."""
+    from mallscore.warehouse import build, sql_files
+
+    present = {r[0] for r in con.execute(
+        "select table_name from information_schema.tables where table_catalog = current_database() and table_schema = 'main'"
+    ).fetchall()}
+    if any(f.relation not in present for f in sql_files()):
+        build(con, check=False)
 
 
 def score_customers(
@@ -420,8 +424,6 @@ def score_customers(
     (65) when the warehouse lacks a feature the card needs, LockedError (75)
     when the warehouse stays locked, InterruptedRun (130/143) on a signal.
     """
-    from mallscore.warehouse import build
-
     if mode not in ("nightly", "all", "adhoc"):
         raise UsageError(f"unknown scoring mode {mode!r}; use nightly, all or adhoc")
     if mode == "adhoc" and not customer_ids:
@@ -433,7 +435,7 @@ def score_customers(
     con = open_job_connection(settings)
     spill = _Spill()
     try:
-        build(con, check=False)
+        _ensure_schema(con)
         has_score = check_columns(contract, feature_columns(con, contract.feature_table))
         run_id = new_run_id()
         started = _utcnow()

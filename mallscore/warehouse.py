@@ -149,11 +149,34 @@ def check_keys(con: duckdb.DuckDBPyConnection, files: list[SqlFile] | None = Non
             )
 
 
+_VIEW_DEF = re.compile(r"\bcreate\s+or\s+replace\s+view\s+([a-z_][a-z0-9_]*)", re.I)
+
+
+def _tables_now_views(con: duckdb.DuckDBPyConnection, files: list[SqlFile]) -> None:
+    """Drop an empty base table that a SQL file now defines as a view (a table cannot be replaced by a view).
+
+    A non-empty one is a ConfigError: its rows would be lost, so a person must decide.
+    """
+    views = {m.group(1) for f in files for m in [_VIEW_DEF.search(f.text)] if m}
+    tables = {r[0] for r in con.execute(
+        "select table_name from duckdb_tables() where database_name = current_database() and schema_name = 'main'"
+    ).fetchall()}
+    for name in sorted(views & tables):
+        rows = con.execute(f'select count(*) from "{name}"').fetchall()[0][0]
+        if rows:
+            raise ConfigError(
+                f"{name} is now a view, but the warehouse holds it as a table with {rows} row(s); "
+                f"move them elsewhere (or drop the table) and rebuild"
+            )
+        con.execute(f'drop table "{name}"')
+
+
 def build(con: duckdb.DuckDBPyConnection, *, check: bool = True) -> list[SqlFile]:
     """Run every SQL file in numbered order in one transaction, then the key checks."""
     files = sql_files()
     con.begin()
     try:
+        _tables_now_views(con, files)
         for f in files:
             con.execute(f.text)
         if check:

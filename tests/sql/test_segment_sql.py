@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from mallscore.errors import ConfigError
 from mallscore.warehouse import build, connect
 
 ROW = "(?, ?, ?, ?, ?, 'v1', ?, timestamp '2026-01-01 02:00', timestamp '2026-01-01 00:00')"
@@ -37,5 +40,25 @@ def test_segment_summary_counts_means_and_shares_current_segments_only(tmp_path)
         _insert(con, "segment_archive", [(1, "low", 0.2, False, "predicted", "R1")])
         summary = con.execute("select segment, customers, round(mean_p_high_spender, 6), share from segment_summary").fetchall()
         assert summary == [("top", 2, 0.8, 0.5), ("high", 1, 0.6, 0.25), ("low", 1, 0.1, 0.25)]  # ordered by mean p
+    finally:
+        con.close()
+
+
+def test_a_warehouse_built_before_segment_history_became_a_view_is_upgraded(tmp_path) -> None:
+    con = connect(tmp_path / "w.duckdb")
+    try:
+        con.execute("create table segment_history (run_id varchar, customer_id bigint)")  # the foundation's table
+        build(con)
+        kind = con.execute("select table_type from information_schema.tables where table_name = 'segment_history'").fetchall()
+        assert kind == [("VIEW",)]
+    finally:
+        con.close()
+    con = connect(tmp_path / "x.duckdb")
+    try:
+        con.execute("create table segment_history (run_id varchar, customer_id bigint)")
+        con.execute("insert into segment_history values ('R1', 1)")
+        with pytest.raises(ConfigError, match="segment_history is now a view"):
+            build(con)  # a non-empty table is never dropped
+        assert con.execute("select count(*) from segment_history").fetchall() == [(1,)]
     finally:
         con.close()

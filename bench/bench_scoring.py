@@ -1,0 +1,333 @@
+"""Benchmarks of the nightly scoring job against named baselines measured in the same run.
+
+1. scoring: BENCH_SCORE_ROWS (default 10,000,000) new customers, `mallscore score`
+   (validate, score, write segments + history, log; the run's own timer, without
+   the snapshot publish) vs `duckdb_ctas_logit`: one in-engine CREATE TABLE AS
+   computing the same logistic probability and writing the same columns.
+   Target ratio <= 1.3. The snapshot publish is timed separately (target: below
+   the run's own time).
+2. notebook: BENCH_NOTEBOOK_ROWS (default 100,000) customers, the same run vs
+   `notebook_pandas`: pandas.read_sql through SQLAlchemy, predict_proba,
+   DataFrame.to_sql. Target >= 50x faster.
+3. memory: peak RSS of `mallscore score` at BENCH_MEMORY_SMALL_ROWS (1,000,000)
+   and BENCH_MEMORY_LARGE_ROWS (10,000,000). Target growth <= 1.2x.
+4. rescore: whole-process `mallscore rescore <id>` vs `python -c "import sklearn"`,
+   medians over BENCH_RESCORE_REPEATS (default 7). Target ratio < 1.
+
+Every timing is a median over BENCH_REPEATS (default 3) runs; scoring runs are
+real subprocesses of the CLI on real DuckDB files, reset between repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mallscore import registry  # noqa: E402
+from mallscore.contract import basis_sql, bound, contract_from_card, contract_params, segment_sql  # noqa: E402
+from mallscore.settings import Settings  # noqa: E402
+from mallscore.synth import generate, synth_customers  # noqa: E402
+from mallscore.warehouse import build, connect  # noqa: E402
+
+FEATURES = ("age", "annual_income", "gender_female")
+TIERS = [
+    {"name": "premium", "min_p": 0.7, "min_score": 75},
+    {"name": "loyalty", "min_p": 0.5, "min_score": 51},
+    {"name": "nurture", "min_p": 0.35, "min_score": 35},
+    {"name": "low_priority", "min_p": 0.0, "min_score": 1},
+]
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+# --- set-up ------------------------------------------------------------------------------
+
+
+def fit_and_register(models_dir: Path):
+    """A StandardScaler + LogisticRegression on synthetic customers, exported and registered as champion."""
+    import numpy as np
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    t = generate(20_000, seed=0)
+    x = np.column_stack([t.column("age").to_numpy().astype(float), t.column("annual_income").to_numpy().astype(float),
+                         (t.column("gender").cast("string").to_numpy(zero_copy_only=False) == "Female").astype(float)])
+    y = (t.column("spending_score").to_numpy() > 50).astype(int)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    onnx_model = convert_sklearn(pipe, initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
+                                 options={id(pipe[-1]): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    data = onnx_model.SerializeToString()
+    card = {
+        "card_format": registry.CARD_FORMAT, "spec": "default", "version": "bench-v1", "feature_table": "features_customer",
+        "features": [{"name": "age", "type": "float32", "min": 12.0, "max": 120.0, "values": None},
+                     {"name": "annual_income", "type": "float32", "min": 0.0, "max": None, "values": None},
+                     {"name": "gender_female", "type": "float32", "min": None, "max": None, "values": [0.0, 1.0]}],
+        "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "inputs": list(FEATURES),
+                 "probability_output": "probabilities"},
+        "threshold": 0.5, "tiers": TIERS, "promotable": True,
+    }
+    registry.register(models_dir, card, {"model.onnx": data})
+    registry.promote(models_dir, "bench-v1", reason="benchmark")
+    return pipe, registry.load_card(models_dir, "bench-v1")
+
+
+class Bench:
+    """Warehouses of given sizes (created once) and the champion model, in a temporary folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.models_dir = root / "models"
+        self.pipe, self.card = fit_and_register(self.models_dir)
+        self._warehouses: dict[int, Settings] = {}
+
+    def warehouse(self, rows: int) -> Settings:
+        if rows not in self._warehouses:
+            settings = Settings(warehouse=self.root / f"wh{rows}" / "mallscore.duckdb", models_dir=self.models_dir,
+                                lock_timeout=60)
+            con = connect(settings.warehouse)
+            try:
+                con.execute("set enable_progress_bar = false")
+                build(con, check=False)
+                synth_customers(con, rows, seed=1, new=True)
+                con.execute("checkpoint")
+            finally:
+                con.close()
+            self._warehouses[rows] = settings
+        return self._warehouses[rows]
+
+    def reset(self, settings: Settings) -> None:
+        """Forget every scoring run, so the next run sees only new customers."""
+        con = connect(settings.warehouse)
+        try:
+            for table in ("segments", "segment_archive", "scoring_runs"):
+                con.execute(f"delete from {table}")
+            con.execute("delete from rejected_rows where run_id is not null")
+            for table in ("bench_ctas_segments", "segments_notebook"):
+                con.execute(f"drop table if exists {table}")
+            con.execute("checkpoint")
+        finally:
+            con.close()
+        settings.snapshot.unlink(missing_ok=True)
+
+    def env(self, settings: Settings) -> dict:
+        return {**os.environ, "MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(self.models_dir),
+                "PYTHONPATH": str(REPO)}
+
+    def score(self, settings: Settings) -> tuple[dict, float, int]:
+        """One real `mallscore score --json` subprocess: (run row, wall seconds, peak RSS bytes)."""
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "mallscore", "score", "--json"], cwd=REPO, env=self.env(settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.stdout.read(), proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"mallscore score failed ({proc.returncode}): {err.strip()}")
+        return json.loads(out), wall, usage.ru_maxrss * 1024
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def ctas_logit_sql(card: dict, pipe) -> tuple[str, dict]:
+    """The in-engine baseline: the same probability, tiers and columns in one CREATE TABLE AS."""
+    contract = contract_from_card(card)
+    scaler, lr = pipe[0], pipe[-1]
+    terms = " + ".join(f"{float(w)!r} * ({name} - {float(m)!r}) / {float(s)!r}"
+                       for name, w, m, s in zip(FEATURES, lr.coef_[0], scaler.mean_, scaler.scale_))
+    sql = f"""
+create table bench_ctas_segments as
+with features as (
+    select * from features_customer
+),
+
+scored as (
+    select customer_id, updated_at, spending_score as observed_score,
+           1.0 / (1.0 + exp(-({float(lr.intercept_[0])!r} + {terms}))) as p
+    from features
+)
+
+select customer_id, {segment_sql(contract)} as segment, p as p_high_spender, p >= $threshold as predicted_high_spender,
+       {basis_sql()} as basis, $model_version as model_version, $run_id as run_id, $scored_at as scored_at,
+       updated_at as customer_updated_at
+from scored
+"""
+    params = {**contract_params(contract), "model_version": contract.version, "run_id": "CTAS", "scored_at": datetime.now()}
+    return sql, bound(sql, params)
+
+
+def time_ctas(settings: Settings, sql: str, params: dict) -> float:
+    started = time.perf_counter()
+    con = connect(settings.warehouse)
+    try:
+        con.execute("set enable_progress_bar = false")
+        con.execute(sql, params)
+        elapsed = time.perf_counter() - started
+        con.execute("drop table bench_ctas_segments")
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    return elapsed
+
+
+def time_notebook(settings: Settings, pipe) -> float:
+    """The notebook way: read_sql through SQLAlchemy, predict_proba, to_sql back."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(f"duckdb:///{settings.warehouse}", poolclass=NullPool)
+    try:
+        started = time.perf_counter()
+        frame = pd.read_sql("select * from features_customer", engine)
+        p = pipe.predict_proba(frame[list(FEATURES)].to_numpy(dtype=float))[:, 1]
+        out = pd.DataFrame({"customer_id": frame["customer_id"], "p_high_spender": p, "predicted_high_spender": p >= 0.5})
+        with engine.begin() as conn:
+            out.to_sql("segments_notebook", conn, if_exists="replace", index=False)
+        return time.perf_counter() - started
+    finally:
+        engine.dispose()
+
+
+def parity(settings: Settings, sql: str, params: dict) -> float:
+    """Max |p| difference between the CTAS baseline and the scored segments (sanity: same computation)."""
+    con = connect(settings.warehouse)
+    try:
+        con.execute(sql, params)
+        diff = con.execute("select max(abs(b.p_high_spender - s.p_high_spender)), count(*) filter (where b.segment <> s.segment) "
+                           "from bench_ctas_segments b join segments s using (customer_id)").fetchall()[0]
+        con.execute("drop table bench_ctas_segments")
+    finally:
+        con.close()
+    return diff
+
+
+# --- benchmarks ---------------------------------------------------------------------------------
+
+
+def bench_scoring(b: Bench, repeats: int) -> dict:
+    rows = _env_int("BENCH_SCORE_ROWS", 10_000_000)
+    settings = b.warehouse(rows)
+    sql, params = ctas_logit_sql(b.card, b.pipe)
+    runs, publishes, walls, ctas = [], [], [], []
+    for _ in range(repeats):
+        b.reset(settings)
+        ctas.append(time_ctas(settings, sql, params))
+        run, wall, _ = b.score(settings)
+        assert run["rows_scored"] == rows, run
+        runs.append(run["seconds"]["total"] - run["seconds"]["publish"])
+        publishes.append(run["seconds"]["publish"])
+        walls.append(wall)
+    max_dp, segment_diffs = parity(settings, sql, params)
+    ours, base, pub = statistics.median(runs), statistics.median(ctas), statistics.median(publishes)
+    print(f"scoring: {rows:,} new customers: mallscore score {ours:.2f}s ({rows / ours / 1e6:.1f} M rows/s; "
+          f"phases of the last run {run['seconds']}) vs duckdb_ctas_logit {base:.2f}s: "
+          f"ratio {ours / base:.2f} (target <= 1.3)")
+    print(f"scoring: snapshot publish {pub:.2f}s = {pub / ours:.2f} of the run's own time (target < 1); "
+          f"whole process incl. imports and publish {statistics.median(walls):.2f}s")
+    print(f"scoring: sanity: CTAS vs onnxruntime max |dp| {max_dp:.2e}, {segment_diffs} segment difference(s)")
+    return {"rows": rows, "run_s": ours, "ctas_s": base, "ratio": ours / base, "publish_s": pub,
+            "publish_over_run": pub / ours, "wall_s": statistics.median(walls), "max_dp": max_dp,
+            "segment_diffs": segment_diffs, "runs": runs, "ctas": ctas}
+
+
+def bench_notebook(b: Bench, repeats: int) -> dict:
+    rows = _env_int("BENCH_NOTEBOOK_ROWS", 100_000)
+    settings = b.warehouse(rows)
+    from mallscore.scoring import score_customers
+
+    # both sides in this process with their libraries already imported, as in a notebook session
+    b.reset(settings)
+    score_customers(settings)  # warm-up: imports onnxruntime and pyarrow
+    runs, totals, notebook = [], [], []
+    for _ in range(repeats):
+        b.reset(settings)
+        seconds = score_customers(settings)["seconds"]
+        runs.append(seconds["total"] - seconds["publish"])
+        totals.append(seconds["total"])
+        b.reset(settings)
+        notebook.append(time_notebook(settings, b.pipe))
+    o, t, n = statistics.median(runs), statistics.median(totals), statistics.median(notebook)
+    print(f"notebook: {rows:,} customers: score_customers {o:.3f}s (open, validate, score, write segments + history "
+          f"+ run log, durable commit; {t:.3f}s with the snapshot publish and its checkpoint) vs notebook_pandas "
+          f"(read_sql + predict_proba + to_sql) {n:.2f}s: {n / o:.0f}x faster ({n / t:.0f}x with the publish; "
+          "target >= 50x)")
+    return {"rows": rows, "ours_s": o, "ours_with_publish_s": t, "notebook_s": n, "speedup": n / o,
+            "speedup_with_publish": n / t}
+
+
+def bench_memory(b: Bench, repeats: int) -> dict:
+    small_rows = _env_int("BENCH_MEMORY_SMALL_ROWS", 1_000_000)
+    large_rows = _env_int("BENCH_MEMORY_LARGE_ROWS", 10_000_000)
+    peaks = {}
+    for rows in (small_rows, large_rows):
+        settings = b.warehouse(rows)
+        values = []
+        for _ in range(repeats):
+            b.reset(settings)
+            values.append(b.score(settings)[2])
+        peaks[rows] = statistics.median(values)
+    growth = peaks[large_rows] / peaks[small_rows]
+    print(f"memory: peak RSS of mallscore score: {small_rows:,} customers {peaks[small_rows] / 2**20:.0f} MiB, "
+          f"{large_rows:,} customers {peaks[large_rows] / 2**20:.0f} MiB: growth {growth:.2f}x (target <= 1.2x)")
+    return {"small_rows": small_rows, "large_rows": large_rows, "small_mib": peaks[small_rows] / 2**20,
+            "large_mib": peaks[large_rows] / 2**20, "growth": growth}
+
+
+def bench_rescore(b: Bench, repeats: int) -> dict:
+    rows = _env_int("BENCH_SCORE_ROWS", 10_000_000)
+    settings = b.warehouse(rows)
+    if not settings.snapshot.exists():
+        b.reset(settings)
+        b.score(settings)
+    customer = rows // 2
+    ours, sklearn = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "mallscore", "rescore", str(customer)], cwd=REPO, env=b.env(settings),
+                              capture_output=True, text=True)
+        ours.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"mallscore rescore failed: {done.stderr.strip()}")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import sklearn"], check=True)
+        sklearn.append(time.perf_counter() - started)
+    o, s = statistics.median(ours), statistics.median(sklearn)
+    print(f"rescore: `mallscore rescore {customer}` on {rows:,} customers, whole process {o:.3f}s vs "
+          f"python -c 'import sklearn' {s:.3f}s: ratio {o / s:.2f} (target < 1)")
+    return {"rows": rows, "rescore_s": o, "import_sklearn_s": s, "ratio": o / s}
+
+
+def main() -> None:
+    repeats = _env_int("BENCH_REPEATS", 3)
+    out_dir = REPO / "bench" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix="scoring-") as tmp:
+        b = Bench(Path(tmp))
+        results["scoring"] = bench_scoring(b, repeats)
+        results["notebook"] = bench_notebook(b, repeats)
+        results["memory"] = bench_memory(b, repeats)
+        results["rescore"] = bench_rescore(b, _env_int("BENCH_RESCORE_REPEATS", 7))
+    (out_dir / "scoring.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
