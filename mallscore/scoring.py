@@ -606,3 +606,17 @@ def recent_runs(settings: Settings, limit: int = 20) -> list[dict]:
     finally:
         con.close()
     return [dict(zip(RUN_COLUMNS, r)) for r in rows]
+
+
+def segment_summary(settings: Settings) -> list[dict]:
+    """``segment_summary`` as read from the analyst snapshot (read-only: never blocks a run)."""
+    from mallscore.errors import InputMissingError
+
+    if not settings.snapshot.exists():
+        raise InputMissingError(f"no analyst snapshot at {settings.snapshot} yet: run `mallscore score` first")
+    con = duckdb.connect(str(settings.snapshot), read_only=True, config={"enable_external_access": "false"})
+    try:
+        rows = con.execute("select segment, customers, mean_p_high_spender, share from segment_summary").fetchall()
+    finally:
+        con.close()
+    return [dict(zip(("segment", "customers", "mean_p_high_spender", "share"), r)) for r in rows]

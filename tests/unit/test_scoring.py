@@ -241,3 +241,15 @@ def test_rescore_write_updates_segments_as_an_adhoc_run(scored_setup: Settings) 
     assert dict(query(scored_setup, "select customer_id, run_id from segments where customer_id in (5, 6, 7)")) == {
         5: result["run_id"], 6: result["run_id"], 7: first["run_id"]}
     assert counts(scored_setup)["segment_history"] == 502
+
+
+def test_segment_summary_is_read_from_the_snapshot(scored_setup: Settings) -> None:
+    from mallscore.errors import InputMissingError
+    from mallscore.scoring import segment_summary
+
+    with pytest.raises(InputMissingError, match="no analyst snapshot"):
+        segment_summary(scored_setup)
+    score_customers(scored_setup)
+    rows = segment_summary(scored_setup)
+    assert sum(r["customers"] for r in rows) == 500
+    assert [r["segment"] for r in rows] == [s for (s,) in query(scored_setup, "select segment from segment_summary")]
