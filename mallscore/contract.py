@@ -258,13 +258,18 @@ def basis_sql(score: str = "observed_score") -> str:
     return f"case when {score} is not null then 'observed' else 'predicted' end"
 
 
-def candidates_sql(contract: Contract, *, mode: str, has_score: bool) -> str:
+def candidates_sql(
+    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
+) -> str:
     """CTEs ending in ``candidates``: the customers a run of ``mode`` scores, features cast to double.
 
     nightly: never scored, changed since last scored (``updated_at``), or last
     scored by another model, unless this model already rejected the customer's
     current data; all: everyone; adhoc: the ids bound as ``$ids``. Needs the
-    parameters ``$model_version`` (and ``$ids`` for adhoc).
+    parameters ``$model_version`` (and ``$ids`` for adhoc). ``scored=False``
+    (no segments yet) and ``rejected=False`` (no rejection by this model yet)
+    leave out joins that cannot match: a join, even with an empty side, made
+    the streamed query's memory grow with the number of customers.
     """
     if mode not in MODES:
         raise ValueError(f"unknown scoring mode {mode!r}")
@@ -272,16 +277,21 @@ def candidates_sql(contract: Contract, *, mode: str, has_score: bool) -> str:
     feature_cols = ",\n        ".join(
         f"cast({quote(f.name)} as double) as {quote(feature_column(i))}" for i, f in enumerate(contract.features)
     )
-    predicate = {
-        "nightly": (
+    joins, conditions = [], []
+    if mode == "nightly" and scored:
+        joins.append("left join current_segments using (customer_id)")
+        conditions.append(
             "(current_segments.customer_id is null\n"
             "        or features.updated_at is distinct from current_segments.customer_updated_at\n"
-            "        or current_segments.model_version <> $model_version)\n"
-            "        and (already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)"
-        ),
-        "all": "true",
-        "adhoc": "list_contains($ids, features.customer_id)",
-    }[mode]
+            "        or current_segments.model_version <> $model_version)"
+        )
+    if mode == "nightly" and rejected:
+        joins.append("left join already_rejected using (customer_id)")
+        conditions.append("(already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)")
+    if mode == "adhoc":
+        conditions.append("list_contains($ids, features.customer_id)")
+    join_text = "\n    ".join(joins)
+    where = "\n        and ".join(conditions) or "true"
     return f"""
 with features as (
     select
@@ -307,19 +317,20 @@ already_rejected as (
 candidates as (
     select features.*
     from features
-    left join current_segments using (customer_id)
-    left join already_rejected using (customer_id)
-    where {predicate}
+    {join_text}
+    where {where}
 )
 """
 
 
-def scoring_input_sql(contract: Contract, *, mode: str, has_score: bool) -> str:
+def scoring_input_sql(
+    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
+) -> str:
     """The streamed query: every candidate with its rejection reason; features as float32 only when valid."""
     cols = [quote(feature_column(i)) for i in range(len(contract.features))]
     raw = ", ".join(f"{quote(f.name)} := cast({c} as varchar)" for f, c in zip(contract.features, cols))
     floats = ",\n        ".join(f"case when reason is null then cast({c} as float) end as {c}" for c in cols)
-    return candidates_sql(contract, mode=mode, has_score=has_score) + f""",
+    return candidates_sql(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected) + f""",
 
 checked as (
     select *, {validation_sql(contract, [feature_column(i) for i in range(len(contract.features))])} as reason
