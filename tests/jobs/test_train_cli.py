@@ -149,3 +149,11 @@ def test_train_without_data_exits_66(cli, settings):
 def test_train_without_warehouse_exits_66(cli):
     out = _train(cli)
     assert out.returncode == 66 and "does not exist" in out.stderr
+
+
+def test_demo_trains_and_promotes(settings):
+    from mallscore.demo import run_demo
+
+    lines = list(run_demo(settings, rows=300, new_rows=20, seed=3, budget="quick"))
+    assert lines[-1].startswith("[3/3] trained default-") and "promoted to champion" in lines[-1]
+    assert registry.champion(settings.models_dir) is not None
