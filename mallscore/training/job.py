@@ -256,6 +256,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
             "preprocessing": tuned.best_params["preprocessing"],
             "sql_expressible": True,
             "pipeline": repr(final),
+            "parameters": tuning.model_parameters(final, spec),
             "fitted_on": "all labelled rows",
         },
         "training_data": {

@@ -139,6 +139,31 @@ def readable_params(params: dict) -> dict:
     }
 
 
+def model_parameters(pipeline, spec: ModelSpec) -> dict:
+    """The fitted preprocessing and coefficients as plain numbers (enough to write the model in SQL).
+
+    p = 1 / (1 + exp(-(intercept + sum(coef[j] * z[j])))) where z is, for ``scale``,
+    (x - mean) / scale per feature; for quantile bins, one indicator per bin of each
+    continuous feature (bin k: edges[k] <= x < edges[k+1], the first and last bins
+    open-ended), followed by the binary features passed through.
+    """
+    prep, clf = pipeline.named_steps["prep"], pipeline.named_steps["clf"]
+    out: dict[str, Any] = {"preprocessing": prep_name(prep), "coef": [float(c) for c in clf.coef_[0]],
+                           "intercept": float(clf.intercept_[0])}
+    if out["preprocessing"] == "scale":
+        out["mean"] = [float(v) for v in prep.mean_]
+        out["scale"] = [float(v) for v in prep.scale_]
+        out["columns"] = spec.feature_names
+    else:
+        bins = prep.named_transformers_[out["preprocessing"]]
+        cont = [f.name for f in spec.features if f.kind == "continuous"]
+        out["edges"] = {name: [float(e) for e in edges] for name, edges in zip(cont, bins.bin_edges_)}
+        out["passthrough"] = [f.name for f in spec.features if f.kind != "continuous"]
+        out["columns"] = [f"{name}[bin{k}]" for name, edges in zip(cont, bins.bin_edges_)
+                          for k in range(len(edges) - 1)] + out["passthrough"]
+    return out
+
+
 def _complexity(choice: str) -> tuple[int, int]:
     return (0, 0) if choice == "scale" else (1, int(choice[4:]))
 

@@ -28,6 +28,19 @@ def warehouse(cli):
     return cli
 
 
+def _p_from_parameters(params: dict, row: dict) -> float:
+    if params["preprocessing"] == "scale":
+        z = [(row[c] - m) / s for c, m, s in zip(params["columns"], params["mean"], params["scale"])]
+    else:
+        z = []
+        for name, edges in params["edges"].items():
+            k = int(np.searchsorted(edges[1:-1], row[name], side="right"))
+            z.extend(1.0 if j == k else 0.0 for j in range(len(edges) - 1))
+        z.extend(row[name] for name in params["passthrough"])
+    logit = params["intercept"] + sum(c * v for c, v in zip(params["coef"], z))
+    return 1 / (1 + np.exp(-logit))
+
+
 def _train(cli, *args):
     return cli("train", "--budget", "quick", *args)
 
@@ -67,6 +80,9 @@ def test_default_trains_registers_and_becomes_champion(warehouse, settings):
              enumerate(card["onnx"]["inputs"])}
     (probs,) = session.run([card["onnx"]["probability_output"]], feeds)
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
+    # the card's plain parameters give the same probability (what an ONNX->SQL compiler needs)
+    assert _p_from_parameters(card["model"]["parameters"], {"age": 30.0, "annual_income": 60.0,
+                                                            "gender_female": 1.0}) == pytest.approx(probs[0, 1], abs=1e-5)
 
     html = (card_path.parent / "report.html").read_text()
     for fig_id, _ in FIGURES:
@@ -149,6 +165,23 @@ def test_train_without_data_exits_66(cli, settings):
 def test_train_without_warehouse_exits_66(cli):
     out = _train(cli)
     assert out.returncode == 66 and "does not exist" in out.stderr
+
+
+def test_cron_job_entry_point_trains(warehouse, settings):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    REPO = Path(__file__).resolve().parents[2]
+    env = {"MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+           "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--budget", "quick", "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["promoted"] is True
+    bad = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--spec", "seed", "--budget", "quick"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 65
 
 
 def test_demo_trains_and_promotes(settings):

@@ -104,3 +104,22 @@ def test_failed_parity_during_training_registers_nothing(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="parity gate failed"):
         train_frame(_frame(), settings, "default", budget=QUICK)
     assert not (tmp_path / "models" / "default").exists() or not any((tmp_path / "models" / "default").iterdir())
+
+
+@pytest.mark.parametrize("preprocessing", ["scale", "bins5"])
+def test_card_parameters_reproduce_the_model(preprocessing):
+    spec, pipe, X = _fitted(preprocessing)
+    params = tuning.model_parameters(pipe, spec)
+    assert params["preprocessing"] == preprocessing
+    if preprocessing == "scale":
+        Z = (X - np.array(params["mean"])) / np.array(params["scale"])
+    else:
+        cols = []
+        for i, (name, edges) in enumerate(params["edges"].items()):
+            k = np.searchsorted(np.array(edges[1:-1]), X[:, i], side="right")
+            cols.append(np.eye(len(edges) - 1)[k])
+        cols.append(X[:, [spec.feature_names.index(n) for n in params["passthrough"]]])
+        Z = np.hstack(cols)
+    assert Z.shape[1] == len(params["coef"]) == len(params["columns"])
+    p = 1 / (1 + np.exp(-(params["intercept"] + Z @ np.array(params["coef"]))))
+    np.testing.assert_allclose(p, pipe.predict_proba(X)[:, 1], atol=1e-9)
