@@ -286,7 +286,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         registry.REPORT_FILE: html_bytes,
     })
     if not promote:
-        promoted, reason = False, "skipped (--no-promote)"
+        promoted, reason = False, "skipped: --no-promote"
     elif leakage.flagged:
         promoted, reason = False, "never promoted automatically: trained with leaking features"
     else:
