@@ -6,7 +6,8 @@ Order matters and is the point of this module:
 2. the leakage guard runs before any tuning (exit 65 unless leakage is allowed);
 3. a stratified 80/20 split; the grid search, threshold and tiers use only the
    80%; the 20% holdout is scored once;
-4. repeated CV, nested CV and bootstrap odds ratios on all labelled rows;
+4. nested CV (run in the same worker pool as the tuning search), repeated CV
+   and bootstrap odds ratios on all labelled rows;
 5. the final model is the chosen configuration refitted on all labelled rows;
 6. ONNX export must pass the parity gate (exit 78) before anything is written;
 7. the version folder is written atomically, then the promotion rule runs.
