@@ -172,3 +172,21 @@ def test_new_version_names_are_valid_and_distinct():
     a, b = registry.new_version("default"), registry.new_version("default")
     assert a != b and a.startswith("default-")
     registry.validate_name("version", a)
+
+
+def test_promotion_waits_for_another_process_holding_the_spec_lock(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    _register(tmp_path, version="default-v1")
+    code = f"from mallscore import registry; registry.promote({str(tmp_path)!r}, 'default-v1')"
+    with registry._spec_lock(tmp_path.resolve(), "default"):
+        proc = subprocess.Popen([sys.executable, "-c", code], env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+        time.sleep(1.0)
+        assert proc.poll() is None  # blocked behind the lock
+        assert registry.champion(tmp_path) is None
+    assert proc.wait(timeout=30) == 0
+    assert registry.champion(tmp_path) == "default-v1"
