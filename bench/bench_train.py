@@ -7,7 +7,8 @@ real CLI in a subprocess (imports included) for each spec in BENCH_TRAIN_SPECS
 the per-stage breakdown reported by the job, and the ratio against a named
 baseline: the notebook's single GridSearchCV over the same grid (no nested CV,
 no repeats, no bootstrap, no export, no report), timed in this process.
-Target: under 60 s on a 2-core machine.
+Target: under 60 s on a 2-core machine. BENCH_TRAIN_BUDGET=quick (default full)
+gives a smoke run in seconds.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def prepare(tmp: Path) -> tuple[Path, str]:
 def run_train(warehouse: Path, models: Path, spec: str) -> tuple[float, dict]:
     env = {**os.environ, "MALLSCORE_WAREHOUSE": str(warehouse), "MALLSCORE_MODELS_DIR": str(models),
            "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "mallscore", "train", "--spec", spec, "--json", "--no-promote"]
+    args = [sys.executable, "-m", "mallscore", "train", "--spec", spec, "--json", "--no-promote",
+            "--budget", os.environ.get("BENCH_TRAIN_BUDGET", "full")]
     if spec == "seed":
         args.append("--allow-leakage")
     start = time.perf_counter()
@@ -64,7 +66,7 @@ def run_train(warehouse: Path, models: Path, spec: str) -> tuple[float, dict]:
 
 def notebook_baseline(warehouse: Path, spec_name: str) -> float:
     from mallscore.specs import get_spec
-    from mallscore.training import FULL, read_training_set
+    from mallscore.training import get_budget, read_training_set
     from mallscore.training.tuning import make_search
 
     spec = get_spec(spec_name)
@@ -73,7 +75,7 @@ def notebook_baseline(warehouse: Path, spec_name: str) -> float:
     con.close()
     X, y = frame[spec.feature_names].to_numpy(float), frame[spec.label].to_numpy()
     start = time.perf_counter()
-    make_search(spec, FULL).fit(X, y)
+    make_search(spec, get_budget(os.environ.get("BENCH_TRAIN_BUDGET", "full"))).fit(X, y)
     return time.perf_counter() - start
 
 
