@@ -27,6 +27,8 @@ This module is on the scoring path: it imports only the standard library.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -340,6 +342,12 @@ def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reas
     """Make ``version`` the champion of its spec (after verifying it); rollback is promoting an older one."""
     root = _root(models_dir)
     path = find_model(root, version)
+    with _spec_lock(root, path.parent.name):
+        return _promote(root, version, allow_flagged=allow_flagged, reason=reason)
+
+
+def _promote(root: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
+    path = find_model(root, version)
     card, _ = verify_model(path / CARD_FILE)
     if not card.get("promotable", False) and not allow_flagged:
         flagged = ", ".join((card.get("leakage") or {}).get("flagged", [])) or "unknown"
@@ -356,9 +364,27 @@ def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reas
     return {"spec": spec, "version": version, "previous": previous}
 
 
+@contextlib.contextmanager
+def _spec_lock(root: Path, spec: str):
+    """Serialise read-decide-write on one spec's champion across processes (two trainings ending together)."""
+    spec_dir = _inside(root, validate_name("spec", spec))
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    with open(_inside(root, spec, ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def auto_promote(models_dir: Path, card: dict) -> tuple[bool, str]:
     """Apply the promotion rule to a freshly registered model; promote it when the rule says so."""
     root = _root(models_dir)
+    with _spec_lock(root, card["spec"]):
+        return _auto_promote(root, card)
+
+
+def _auto_promote(root: Path, card: dict) -> tuple[bool, str]:
     spec = card["spec"]
     current = None
     try:
@@ -368,10 +394,10 @@ def auto_promote(models_dir: Path, card: dict) -> tuple[bool, str]:
     except ConfigError as exc:
         reason = f"champion unreadable ({exc}); replaced"
         if card.get("promotable", False):
-            promote(root, card["version"], reason=reason)
+            _promote(root, card["version"], reason=reason)
             return True, reason
         return False, "not promotable (trained with leaking features)"
     ok, reason = promotion_decision(card, current)
     if ok:
-        promote(root, card["version"], reason=reason)
+        _promote(root, card["version"], reason=reason)
     return ok, reason

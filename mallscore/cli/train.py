@@ -110,12 +110,13 @@ def models_list(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("", "version", "spec", "created", "nested AUC", "leakage", "status")
+    table = Table("", "spec", "nested AUC", "leakage", "status")
+    table.add_column("version", no_wrap=True)
     for r in rows:
         nested = r.get("nested_cv_roc_auc") or {}
         auc = f"{nested['mean']:.3f} +- {nested['std']:.3f}" if nested.get("mean") is not None else "-"
-        table.add_row("*" if r["champion"] else "", r["version"], r["spec"], r.get("created_at") or "-", auc,
-                      ", ".join(r.get("leakage") or []) or "-", r["status"])
+        table.add_row("*" if r["champion"] else "", r["spec"], auc, ", ".join(r.get("leakage") or []) or "-",
+                      r["status"] if r["status"] == "ok" else "INVALID", r["version"])
     Console().print(table)
 
 

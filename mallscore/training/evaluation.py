@@ -97,14 +97,15 @@ def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The decision threshold by Youden's J on out-of-fold probabilities (see module docstring)."""
     y = np.asarray(y).astype(bool)
     p = np.asarray(p, dtype=float)
-    cuts = np.unique(p)[::-1]  # descending distinct values
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    best_j, best_i = -np.inf, 0
-    for i, cut in enumerate(cuts):
-        pred = p >= cut
-        j = (pred & y).sum() / n_pos - (pred & ~y).sum() / n_neg
-        if j > best_j + 1e-12:  # strictly better: earlier (higher) cuts win ties
-            best_j, best_i = j, i
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    # predicting p >= cut for each distinct cut, from the highest down: counts at the end of each tie group
+    last_of_group = np.flatnonzero(np.r_[p_sorted[1:] != p_sorted[:-1], True])
+    tp = np.cumsum(y_sorted)[last_of_group]
+    fp = np.cumsum(~y_sorted)[last_of_group]
+    j = tp / max(int(y.sum()), 1) - fp / max(int((~y).sum()), 1)
+    best_i = int(np.flatnonzero(j >= j.max() - 1e-12)[0])  # ties: the higher cut
+    cuts = p_sorted[last_of_group]
     return _midpoint_below(cuts, best_i)
 
 

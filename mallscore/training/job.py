@@ -6,7 +6,8 @@ Order matters and is the point of this module:
 2. the leakage guard runs before any tuning (exit 65 unless leakage is allowed);
 3. a stratified 80/20 split; the grid search, threshold and tiers use only the
    80%; the 20% holdout is scored once;
-4. repeated CV, nested CV and bootstrap odds ratios on all labelled rows;
+4. nested CV (run in the same worker pool as the tuning search), repeated CV
+   and bootstrap odds ratios on all labelled rows;
 5. the final model is the chosen configuration refitted on all labelled rows;
 6. ONNX export must pass the parity gate (exit 78) before anything is written;
 7. the version folder is written atomically, then the promotion rule runs.
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called as work advances (stage names are human-readable)."""
 
-STAGES = ("tuning", "nested CV", "repeated CV", "bootstrap", "export", "report")
+STAGES = ("search", "repeated CV", "bootstrap", "export", "report")
 MIN_PER_CLASS = 10
 
 
@@ -172,10 +173,18 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
 
     t = time.perf_counter()
     n_configs = tuning.count_configs(spec, budget)
-    progress("tuning", 0, 1)
-    tuned = tuning.tune(X_train, y_train, spec, budget)
-    progress("tuning", 1, 1)
-    t = lap("tuning", t)
+    n_searches = 1 + budget.nested_outer
+    progress("search", 0, n_searches)
+    done = [0]
+
+    def search_done() -> None:
+        done[0] += 1
+        progress("search", done[0], n_searches)
+
+    tuned, nested = tuning.tune_and_nested_cv(X_train, y_train, X, y, spec, budget, on_done=search_done)
+    t = lap("searches", t)
+    timings["tuning_search_cpu"] = nested["search_seconds"]["tuning"]
+    timings["nested_cv_searches_cpu"] = nested["search_seconds"]["nested"]
 
     def make_pipe():
         return tuning.make_pipeline(spec, budget, tuned.best_params)
@@ -187,16 +196,6 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
     p_test = tuned.search.best_estimator_.predict_proba(X_test)[:, 1]
     test = evaluation.classification_metrics(y_test, p_test, threshold)
     t = lap("holdout", t)
-
-    progress("nested CV", 0, budget.nested_outer)
-    done = [0]
-
-    def fold_done() -> None:
-        done[0] += 1
-        progress("nested CV", done[0], budget.nested_outer)
-
-    nested = tuning.nested_cv_auc(X, y, spec, budget, on_fold=fold_done)
-    t = lap("nested_cv", t)
 
     progress("repeated CV", 0, 1)
     cv = evaluation.repeated_cv(make_pipe, X, y, threshold, budget)
@@ -241,7 +240,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
             "cv": _mean_std(cv),
             "cv_scheme": f"{budget.cv_repeats}x{budget.cv_splits} repeated stratified k-fold, all labelled rows, "
                          "tuned configuration fixed",
-            "nested_cv_roc_auc": {k: nested[k] for k in ("mean", "std", "outer_folds", "folds")},
+            "nested_cv_roc_auc": {k: nested[k] for k in ("mean", "std", "outer_folds", "folds", "fold_params")},
             "test": test,
             "holdout": {"rows": int(y_test.size), "positives": int(y_test.sum()), "share": 0.2},
             "calibration_oof": calibration,
@@ -258,6 +257,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
             "preprocessing": tuned.best_params["preprocessing"],
             "sql_expressible": True,
             "pipeline": repr(final),
+            "parameters": tuning.model_parameters(final, spec),
             "fitted_on": "all labelled rows",
         },
         "training_data": {
@@ -287,7 +287,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         registry.REPORT_FILE: html_bytes,
     })
     if not promote:
-        promoted, reason = False, "skipped (--no-promote)"
+        promoted, reason = False, "skipped: --no-promote"
     elif leakage.flagged:
         promoted, reason = False, "never promoted automatically: trained with leaking features"
     else:
@@ -316,5 +316,6 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         "report": str(path / registry.REPORT_FILE),
         "card": str(path / registry.CARD_FILE),
         "budget": budget.name,
+        "n_outer_folds": nested["outer_folds"],
         "timings": timings,
     }

@@ -30,6 +30,14 @@ FIGURES = (
     ("fig-lift", "Lift by tier"),
     ("fig-leakage", "Leakage panel: single-feature ROC-AUC"),
 )
+WORDING = {
+    # feature: (who has more of it, who has less), for the marketing text
+    "age": ("older customers", "younger customers"),
+    "annual_income": ("higher-income customers", "lower-income customers"),
+    "gender_female": ("women", "men"),
+    "spending_score": ("customers with higher spending scores", "customers with lower spending scores"),
+}
+UNITS = {"age": " years", "annual_income": " k$", "spending_score": " points"}
 POS_COLOUR = "#c0392b"
 NEG_COLOUR = "#2e86c1"
 _CSS = """
@@ -204,21 +212,32 @@ def marketing_text(card: dict) -> list[str]:
             "(age, income, gender) for targeting."
         )
     odds = card["odds_ratios"]
+    kinds = {f["name"]: f for f in card["features"]}
     ranked = sorted(odds.items(), key=lambda kv: -abs(math.log(kv[1]["odds_ratio"] or 1.0)))
     for name, o in ranked:
         orr, lo, hi = o["odds_ratio"], o["ci_low"], o["ci_high"]
         if orr is None or lo is None or hi is None:
             continue
-        per = f"one standard deviation ({o['sd']:.3g}) more {name.replace('_', ' ')}"
-        if lo > 1 or hi < 1:
-            direction = "more" if orr > 1 else "less"
-            out.append(
-                f"{per} multiplies the odds of being a high spender by {orr:.2f} (95% interval {lo:.2f} to "
-                f"{hi:.2f}): customers with more {name.replace('_', ' ')} are {direction} likely to be high spenders."
-            )
+        more, less = WORDING.get(name, (f"customers with more {name.replace('_', ' ')}",
+                                        f"customers with less {name.replace('_', ' ')}"))
+        if kinds.get(name, {}).get("values") is not None and o["sd"] > 0:
+            # a yes/no feature: per standard deviation means little; convert to "yes vs no"
+            orr, lo, hi = (v ** (1.0 / o["sd"]) for v in (orr, lo, hi))
+            per = f"{more.capitalize()} compared with {less}: odds of being a high spender multiplied by"
         else:
-            out.append(f"{name.replace('_', ' ')}: no clear effect (odds ratio {orr:.2f}, 95% interval "
-                       f"{lo:.2f} to {hi:.2f} includes 1).")
+            unit = UNITS.get(name, "")
+            per = (f"One standard deviation more {name.replace('_', ' ')} ({o['sd']:.3g}{unit}) multiplies the "
+                   "odds of being a high spender by")
+        if name in flagged:
+            out.append(f"{per} {orr:.3g}: meaningless, because {name} defines the label; the true value is "
+                       "infinite and the printed one depends only on the regularisation strength.")
+        elif lo > 1 or hi < 1:
+            direction = more if orr > 1 else less
+            out.append(f"{per} {orr:.2f} (95% interval {lo:.2f} to {hi:.2f}): {direction} are more likely to "
+                       "be high spenders.")
+        else:
+            out.append(f"{per} {orr:.2f}, but the 95% interval ({lo:.2f} to {hi:.2f}) includes 1: no clear "
+                       f"effect of {name.replace('_', ' ')}.")
     top = card["tiers"][0]
     base = card["training_data"]["positives"] / card["training_data"]["rows"]
     if top["observed_rate"] is not None:
@@ -228,6 +247,12 @@ def marketing_text(card: dict) -> list[str]:
             f"{_pct(top['rate_ci_high'])}) against a base rate of {_pct(base)}: a lift of {top['lift']:.2f}x over "
             "picking customers at random."
         )
+    lifts = ", ".join(f"{t['name'].replace('_', ' ')} {t['lift']:.2f}x" for t in card["tiers"] if t["lift"] is not None)
+    out.append(f"Lift of every tier over the base rate: {lifts}.")
+    observed = [t["observed_rate"] for t in card["tiers"] if t["observed_rate"] is not None]
+    if observed != sorted(observed, reverse=True):
+        out.append("The tiers are not in order of observed high-spender rate: the model's ranking among its "
+                   "top customers is not reliable on this much data; treat neighbouring tiers as one.")
     nested = card["metrics"]["nested_cv_roc_auc"]
     out.append(
         f"How sure is this? Re-running the whole tuning inside {nested['outer_folds']} folds gives a ROC-AUC of "

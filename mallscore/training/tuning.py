@@ -139,6 +139,31 @@ def readable_params(params: dict) -> dict:
     }
 
 
+def model_parameters(pipeline, spec: ModelSpec) -> dict:
+    """The fitted preprocessing and coefficients as plain numbers (enough to write the model in SQL).
+
+    p = 1 / (1 + exp(-(intercept + sum(coef[j] * z[j])))) where z is, for ``scale``,
+    (x - mean) / scale per feature; for quantile bins, one indicator per bin of each
+    continuous feature (bin k: edges[k] <= x < edges[k+1], the first and last bins
+    open-ended), followed by the binary features passed through.
+    """
+    prep, clf = pipeline.named_steps["prep"], pipeline.named_steps["clf"]
+    out: dict[str, Any] = {"preprocessing": prep_name(prep), "coef": [float(c) for c in clf.coef_[0]],
+                           "intercept": float(clf.intercept_[0])}
+    if out["preprocessing"] == "scale":
+        out["mean"] = [float(v) for v in prep.mean_]
+        out["scale"] = [float(v) for v in prep.scale_]
+        out["columns"] = spec.feature_names
+    else:
+        bins = prep.named_transformers_[out["preprocessing"]]
+        cont = [f.name for f in spec.features if f.kind == "continuous"]
+        out["edges"] = {name: [float(e) for e in edges] for name, edges in zip(cont, bins.bin_edges_)}
+        out["passthrough"] = [f.name for f in spec.features if f.kind != "continuous"]
+        out["columns"] = [f"{name}[bin{k}]" for name, edges in zip(cont, bins.bin_edges_)
+                          for k in range(len(edges) - 1)] + out["passthrough"]
+    return out
+
+
 def _complexity(choice: str) -> tuple[int, int]:
     return (0, 0) if choice == "scale" else (1, int(choice[4:]))
 
@@ -215,9 +240,7 @@ class TuningResult:
         }
 
 
-def tune(X: np.ndarray, y: np.ndarray, spec: ModelSpec, budget: Budget, n_jobs: int | None = None) -> TuningResult:
-    """Run the grid search on ``X, y`` and return the configuration the tie-break rule picked."""
-    search = make_search(spec, budget, n_jobs=n_jobs).fit(X, y)
+def _tuning_result(search) -> TuningResult:
     res = search.cv_results_
     idx = int(search.best_index_)
     return TuningResult(
@@ -231,25 +254,56 @@ def tune(X: np.ndarray, y: np.ndarray, spec: ModelSpec, budget: Budget, n_jobs: 
     )
 
 
-def _outer_fold(spec: ModelSpec, budget: Budget, X, y, train_idx, test_idx) -> dict:
-    search = make_search(spec, budget, n_jobs=1).fit(X[train_idx], y[train_idx])
-    p = search.predict_proba(X[test_idx])[:, 1]
-    return {"roc_auc": roc_auc(y[test_idx], p), "params": readable_params(search.cv_results_["params"][search.best_index_])}
+def tune(X: np.ndarray, y: np.ndarray, spec: ModelSpec, budget: Budget, n_jobs: int | None = None) -> TuningResult:
+    """Run the grid search on ``X, y`` and return the configuration the tie-break rule picked."""
+    return _tuning_result(make_search(spec, budget, n_jobs=n_jobs).fit(X, y))
 
 
-def nested_cv_auc(X: np.ndarray, y: np.ndarray, spec: ModelSpec, budget: Budget,
-                  on_fold: Callable[[], None] | None = None) -> dict:
-    """Nested CV: the whole search (grid + tie-break) re-run inside each outer fold; ROC-AUC mean/std."""
+def _search_job(tag: int, spec: ModelSpec, budget: Budget, X_fit, y_fit, X_eval, y_eval) -> tuple[int, float, Any]:
+    """One whole search in a worker: the tuning search (tag 0) or one outer fold of nested CV."""
+    import time
+
+    start = time.perf_counter()
+    search = make_search(spec, budget, n_jobs=1).fit(X_fit, y_fit)
+    if X_eval is None:
+        return tag, time.perf_counter() - start, search
+    p = search.predict_proba(X_eval)[:, 1]
+    fold = {"roc_auc": roc_auc(y_eval, p), "params": readable_params(search.cv_results_["params"][search.best_index_])}
+    return tag, time.perf_counter() - start, fold
+
+
+def tune_and_nested_cv(X_train: np.ndarray, y_train: np.ndarray, X: np.ndarray, y: np.ndarray, spec: ModelSpec,
+                       budget: Budget, on_done: Callable[[], None] | None = None) -> tuple[TuningResult, dict]:
+    """The tuning search on the training split and nested CV on all rows, as one pool of whole searches.
+
+    Nested CV re-runs the whole search (grid + tie-break) inside each outer fold
+    and scores ROC-AUC on the fold left out. The 1 + outer-fold searches are
+    independent, so they run side by side on ``budget.n_jobs`` workers (each
+    search single-process): a few big jobs keep both cores busy with far less
+    dispatch overhead than thousands of single fits.
+    """
     from joblib import Parallel, delayed
     from sklearn.model_selection import StratifiedKFold
 
     outer = StratifiedKFold(budget.nested_outer, shuffle=True, random_state=budget.seed + 1)
-    jobs = (delayed(_outer_fold)(spec, budget, X, y, tr, te) for tr, te in outer.split(X, y))
-    folds = []
-    for result in Parallel(n_jobs=budget.n_jobs, return_as="generator_unordered")(jobs):
-        folds.append(result)
-        if on_fold:
-            on_fold()
-    scores = sorted(f["roc_auc"] for f in folds)
-    return {"mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
-            "folds": scores, "outer_folds": len(scores)}
+    jobs = [delayed(_search_job)(0, spec, budget, X_train, y_train, None, None)]
+    jobs += [delayed(_search_job)(k + 1, spec, budget, X[tr], y[tr], X[te], y[te])
+             for k, (tr, te) in enumerate(outer.split(X, y))]
+    results: dict[int, tuple[float, Any]] = {}
+    for tag, seconds, value in Parallel(n_jobs=budget.n_jobs, return_as="generator_unordered")(jobs):
+        results[tag] = (seconds, value)
+        if on_done:
+            on_done()
+    tuned = _tuning_result(results[0][1])
+    folds = [results[k][1] for k in sorted(results) if k > 0]
+    scores = [f["roc_auc"] for f in folds]
+    nested = {
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        "folds": scores,
+        "outer_folds": len(scores),
+        "fold_params": [f["params"] for f in folds],
+        "search_seconds": {"tuning": round(results[0][0], 3),
+                           "nested": round(sum(results[k][0] for k in results if k > 0), 3)},
+    }
+    return tuned, nested
