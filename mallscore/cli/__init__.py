@@ -6,5 +6,6 @@ importing this package wires them all up.
 
 from mallscore.cli.app import app, main
 from mallscore.cli import data as _data  # noqa: F401  (registers ingest, synth, features, status, demo)
+from mallscore.cli import publish as _publish  # noqa: F401  (registers publish)
 
 __all__ = ["app", "main"]
