@@ -198,6 +198,22 @@ def split_table_name(name: str) -> tuple[str | None, str]:
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
 
 
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean "the database said no" (as opposed to a bug): SQLAlchemy's and the drivers'."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    errors: list[type[BaseException]] = [sqlalchemy.exc.SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(errors)
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None) or exc
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)

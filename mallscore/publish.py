@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import duckdb
 
-from mallscore.database import classify_error, create_engine, is_postgres, mask_url, split_table_name
+from mallscore.database import classify_error, create_engine, driver_errors, is_postgres, mask_url, split_table_name
 from mallscore.errors import InputMissingError, MallscoreError
 from mallscore.settings import Settings
 
@@ -116,7 +116,7 @@ def publish_from(
                 raise InputMissingError(f"segments changed while publishing ({rows} rows counted, {loaded} loaded); nothing was published")
     except MallscoreError:
         raise
-    except Exception as exc:
+    except driver_errors() as exc:
         raise classify_error(exc, url, f"publishing {table} to") from None
     finally:
         engine.dispose()
