@@ -91,14 +91,13 @@ def _password_forms(password: str) -> set[str]:
 
 def scrub(text: str, *urls: str | "URL" | None) -> str:
     """``text`` with passwords removed: those of ``urls`` (raw and URL-quoted), user:pw@ and password=..."""
-    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
-    text = _KEYVALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
-    for url in urls:
+    for url in urls:  # known passwords first: a raw '@' in one would confuse the patterns below
         password = _password_of(url)
         if password:
             for form in sorted(_password_forms(password), key=len, reverse=True):
                 text = text.replace(form, MASK)
-    return text
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    return _KEYVALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
 
 
 def _password_of(url: str | "URL" | None) -> str | None:
