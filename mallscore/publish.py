@@ -6,9 +6,10 @@ the target:
 
 1. take an advisory lock (PostgreSQL) so two publishers queue instead of racing;
 2. create a uniquely named staging table and bulk-load it: PostgreSQL through
-   ``COPY ... FROM STDIN`` fed with CSV that pyarrow writes from DuckDB's Arrow
-   batches (never a Python loop over rows); any other SQLAlchemy database
-   through chunked ``executemany`` inserts;
+   ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's Arrow batches
+   encoded by :mod:`mallscore.pgcopy` (never a Python loop over rows; CSV
+   written by pyarrow when a column type has no binary encoder); any other
+   SQLAlchemy database through chunked ``executemany`` inserts;
 3. add the primary key, carry over the old table's grants, then drop the old
    table and rename the staging table into its place, and upsert the run rows
    into ``<table>_runs``;
@@ -23,6 +24,7 @@ Publishing the same run twice gives the same tables.
 from __future__ import annotations
 
 import io
+import itertools
 import secrets
 import time
 from datetime import datetime, timezone
@@ -163,7 +165,6 @@ def _segment_batches(con: duckdb.DuckDBPyConnection, batch_rows: int) -> Iterato
 
 
 def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch) -> int:
-    import pyarrow.csv as pacsv
     from psycopg import sql
 
     pg = conn.connection.driver_connection
@@ -171,21 +172,11 @@ def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout,
     ident = (lambda n: sql.Identifier(schema, n)) if schema else (lambda n: sql.Identifier(n))
     target, stage, runs_table = ident(name), ident(stage_name), ident(name + "_runs")
     qualified = _qualified(schema, name)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c, _ in SEGMENT_COLUMNS)
     with pg.cursor() as cur:
         cur.execute("select set_config('lock_timeout', %s, true)", [f"{int(max(lock_timeout, 0.001) * 1000)}ms"])
         cur.execute("select pg_advisory_xact_lock(hashtext(%s))", [f"mallscore.publish:{qualified}"])
         cur.execute(sql.SQL("create table {} ({})").format(stage, _column_defs(SEGMENT_COLUMNS)))
-        loaded = 0
-        options = pacsv.WriteOptions(include_header=False)
-        with cur.copy(sql.SQL("copy {} ({}) from stdin (format csv)").format(stage, columns)) as copy:
-            for batch in _segment_batches(con, batch_rows):
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, options)
-                copy.write(buffer.getbuffer())
-                loaded += batch.num_rows
-                if on_batch:
-                    on_batch(loaded)
+        loaded = _copy_batches(cur, stage, _segment_batches(con, batch_rows), on_batch)
         cur.execute(sql.SQL("alter table {} add constraint {} primary key (customer_id)").format(
             stage, sql.Identifier(stage_name + "_pkey")))
         cur.execute(sql.SQL("analyze {}").format(stage))
@@ -215,6 +206,45 @@ def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout,
                     runs_table, sql.SQL(", ").join(sql.Placeholder() * len(RUN_COLUMNS))),
                 [(*r, published_at) for r in runs],
             )
+    return loaded
+
+
+def _copy_batches(cur, table, batches: Iterator["pa.RecordBatch"], on_batch: BatchHook | None) -> int:
+    """COPY Arrow batches into ``table``: binary format when every column encodes, else CSV; returns rows."""
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+    from psycopg.copy import QueuedLibpqWriter
+
+    from mallscore import pgcopy
+
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return 0
+    binary = pgcopy.encodable(first.schema)
+    names = pgcopy.column_order(first.schema) if binary else first.schema.names
+    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv"))
+    options = pacsv.WriteOptions(include_header=False)
+    loaded = 0
+    # the queued writer sends from a thread, so the server parses one batch while we encode the next
+    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+        if binary:
+            copy.write(pgcopy.HEADER)
+        for batch in itertools.chain([first], batches):
+            if binary and not any(c.null_count for c in batch.columns):
+                copy.write(pgcopy.encode_batch(batch))
+            elif binary:
+                raise ValueError("NULL in a NOT NULL segments column")
+            else:
+                buffer = io.BytesIO()
+                pacsv.write_csv(batch, buffer, options)
+                copy.write(buffer.getvalue())
+            loaded += batch.num_rows
+            if on_batch:
+                on_batch(loaded)
+        if binary:
+            copy.write(pgcopy.TRAILER)
     return loaded
 
 

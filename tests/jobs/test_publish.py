@@ -321,3 +321,23 @@ def test_no_url_anywhere_is_a_usage_error(tmp_path):
     settings = warehouse_with_segments(tmp_path, 10)
     result = _cli(settings, "publish", env={"MALLSCORE_PUBLISH_URL": ""})
     assert result.exit_code == 2 and "MALLSCORE_PUBLISH_URL" in result.stderr
+
+
+@pytest.mark.postgres
+def test_copy_falls_back_to_csv_for_types_without_a_binary_encoder(pg_server):
+    import pyarrow as pa
+    from psycopg import sql
+
+    from mallscore import pgcopy
+    from mallscore.publish import _copy_batches
+
+    batch = pa.record_batch({"id": pa.array([1, 2], pa.int64()), "x": pa.array([0.5, None], pa.float32()),
+                             "d": pa.array([None, "Zoë, \"quoted\""], pa.string())})
+    assert not pgcopy.encodable(batch.schema)
+    seen = []
+    with psycopg.connect(pg_server.url()) as c:
+        c.execute("create temp table fallback (id bigint, x real, d text)")
+        with c.cursor() as cur:
+            assert _copy_batches(cur, sql.Identifier("fallback"), iter([batch]), seen.append) == 2
+        assert c.execute("select * from fallback order by id").fetchall() == [(1, 0.5, None), (2, None, 'Zoë, "quoted"')]
+    assert seen == [2]
