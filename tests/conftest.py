@@ -1,15 +1,60 @@
-"""Shared fixtures: a real PostgreSQL server for the whole session (tests marked ``postgres``)."""
+"""Shared fixtures: a fresh warehouse in a temp dir and a way to run the real CLI."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from mallscore.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings pointing at a warehouse and a models folder inside tmp_path."""
+    return Settings(warehouse=tmp_path / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=0.5)
+
+
+@pytest.fixture
+def con(settings: Settings):
+    """A built warehouse connection on a real DuckDB file."""
+    from mallscore.warehouse import build, connect
+
+    connection = connect(settings.warehouse)
+    build(connection)
+    yield connection
+    connection.close()
+
+
+def run_cli(args: list[str], settings: Settings, *, env: dict | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m mallscore`` in a real subprocess against ``settings``."""
+    full_env = {**os.environ, "MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+                "MALLSCORE_LOCK_TIMEOUT": str(settings.lock_timeout), "PYTHONPATH": str(REPO)}
+    full_env.pop("MALLSCORE_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "mallscore", *args], env=full_env, capture_output=True, text=True,
+                          timeout=timeout, cwd=kw.pop("cwd", REPO), **kw)
+
+
+@pytest.fixture
+def cli(settings: Settings):
+    """Call the real CLI in a subprocess: cli("ingest", path, "--json")."""
+
+    def call(*args: object, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+        return run_cli([str(a) for a in args], settings, env=env, **kw)
+
+    return call
 
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A PostgreSQL server started once per test session (per xdist worker), stopped at the end.
+    """A real PostgreSQL server started once per test session (per xdist worker), stopped at the end.
 
     Skips with what to install when the server binaries are missing; under CI
     (MALLSCORE_REQUIRE_POSTGRES=1) a missing server fails instead.

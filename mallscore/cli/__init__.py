@@ -5,7 +5,8 @@ importing this package wires them all up.
 """
 
 from mallscore.cli.app import app, main
-from mallscore.cli import data as _data  # noqa: F401  (registers ingest, synth, features, status, demo)
-from mallscore.cli import publish as _publish  # noqa: F401  (registers publish)
+from mallscore.cli import data as _data  # noqa: F401  (ingest, synth, features, status, demo)
+from mallscore.cli import ops as _ops  # noqa: F401  (backup, restore)
+from mallscore.cli import publish as _publish  # noqa: F401  (publish, export-sql)
 
 __all__ = ["app", "main"]

@@ -49,7 +49,10 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: files the CLI creates are readable by their owner only."""
+    import os
+
     import mallscore.cli  # noqa: F401  (registers every command module)
 
+    os.umask(0o077)
     app()

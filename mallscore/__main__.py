@@ -1,0 +1,5 @@
+"""``python -m mallscore`` runs the CLI."""
+
+from mallscore.cli import main
+
+main()

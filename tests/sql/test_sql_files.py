@@ -1,0 +1,56 @@
+"""The SQL in sql/: one relation per file named like the file, the house shape, key checks."""
+
+import re
+
+import pytest
+
+from mallscore.warehouse import KeyCheckError, build, check_keys, connect, relation_counts, sql_files
+
+CREATE = re.compile(r"\bcreate\s+(?:or\s+replace\s+)?(?:temp\s+)?(table|view)\s+(?:if\s+not\s+exists\s+)?([a-z_][a-z0-9_.]*)", re.I)
+
+
+def test_one_relation_per_file_named_like_the_file():
+    files = sql_files()
+    assert [f.order for f in files] == sorted(f.order for f in files)
+    for f in files:
+        creates = CREATE.findall(f.text)
+        assert [name for _, name in creates] == [f.relation], f"{f.path.name} must create exactly {f.relation}"
+        code = re.sub(r"--[^\n]*|'[^']*'", "", f.text)
+        assert code == code.lower(), f"{f.path.name}: lower-case SQL"
+
+
+def test_views_follow_import_then_final_shape():
+    for f in sql_files():
+        if " view " in f.text:
+            body = f.text.split(" as\n", 1)[1]
+            assert body.lstrip().startswith("with "), f.path.name
+            assert re.search(r"select \* from final", body), f.path.name
+
+
+def test_build_is_idempotent_and_creates_every_relation(tmp_path):
+    con = connect(tmp_path / "w.duckdb")
+    build(con)
+    build(con)
+    names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    assert {f.relation for f in sql_files()} <= names
+    assert set(relation_counts(con).values()) == {0}
+
+
+def test_features_and_labels_follow_the_raw_rows(con):
+    con.execute(
+        """insert into raw_customers values
+           (1, 'Female', 30, 50, 51, 'L', now()), (2, 'Male', 40, 60, 50, 'L', now()), (3, 'Male', 20, 10, null, 'L', now())"""
+    )
+    assert con.execute("select customer_id, gender_female, spending_score from features_customer order by 1").fetchall() == [
+        (1, 1.0, 51.0), (2, 0.0, 50.0), (3, 0.0, None)]
+    # the label: score > 50, only for customers with a known score (50 is not a high spender)
+    assert con.execute("select customer_id, high_spender from labels_high_spender order by 1").fetchall() == [(1, 1), (2, 0)]
+    assert con.execute("select count(*) from training_set").fetchall() == [(2,)]
+
+
+def test_key_checks_fail_the_build_on_a_duplicate(con):
+    con.execute("insert into raw_customers values (1, 'Male', 30, 50, 40, 'L', now()), (1, 'Male', 31, 50, 40, 'L', now())")
+    with pytest.raises(KeyCheckError, match=r"raw_customers\.customer_id: 0 null and 1 duplicated"):
+        check_keys(con)
+    with pytest.raises(KeyCheckError):
+        build(con)
