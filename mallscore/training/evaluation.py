@@ -1,0 +1,230 @@
+"""Evaluation with spread: holdout metrics, repeated CV, threshold, tiers, odds ratios, calibration.
+
+Every headline number comes with its spread, and every choice made from data
+(threshold, tier cut-offs) is made on out-of-fold predictions, never on the
+rows it is then judged on.
+
+Rules, stated once:
+
+* Threshold: on out-of-fold probabilities of the training split, the cut that
+  maximises Youden's J (recall + specificity - 1, i.e. balanced accuracy); ties
+  go to the higher cut (fewer false positives). The stored threshold is the
+  midpoint between the chosen probability and the next lower one, so float32
+  rounding in ONNX cannot move a training row across it.
+* Tiers by probability: on the same out-of-fold probabilities, premium = top
+  20%, loyalty = next 30%, nurture = next 25%, low_priority = the rest (min_p 0).
+  Cut-offs are midpoints between neighbouring probabilities. A customer's tier
+  is the first whose ``min_p <= p``. Each tier reports its observed
+  high-spender rate (Wilson 95% interval), its lift over the base rate and its
+  share of customers.
+* Tiers by observed score (customers whose spending score is already known):
+  the first tier whose ``min_score <= score``: premium 75, loyalty 51, nurture
+  35, low_priority 1. Loyalty starts at 51 because score > 50 is the label.
+* Odds ratios: per one standard deviation of each feature, from a standardised
+  logistic regression with the tuned C, l1_ratio and class_weight, fitted on all
+  labelled rows; 95% percentile intervals from bootstrap resamples of the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from mallscore.training.budget import Budget
+from mallscore.training.leakage import roc_auc
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+TIER_RULES = (
+    # name, share of customers by probability, min observed spending score
+    ("premium", 0.20, 75.0),
+    ("loyalty", 0.30, 51.0),
+    ("nurture", 0.25, 35.0),
+    ("low_priority", 0.25, 1.0),
+)
+THRESHOLD_RULE = (
+    "maximise Youden's J (recall + specificity - 1) on out-of-fold probabilities of the training split; "
+    "ties go to the higher cut; stored as the midpoint to the next lower probability; predicted = p >= threshold"
+)
+TIER_RULE = (
+    "by probability: premium top 20%, loyalty next 30%, nurture next 25%, low_priority the rest, cut on "
+    "out-of-fold probabilities (tier = first with min_p <= p); by observed score: first with min_score <= score "
+    "(premium 75, loyalty 51, nurture 35, low_priority 1)"
+)
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Accuracy, precision, recall, F1 at ``threshold``; ROC-AUC and PR-AUC; confusion [[tn, fp], [fn, tp]]."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(p) >= threshold).astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": (tp + tn) / y.size,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": roc_auc(y, p),
+        "pr_auc": float(average_precision_score(y, p)),
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def oof_probabilities(make_pipe: Callable[[], object], X: np.ndarray, y: np.ndarray, budget: Budget) -> np.ndarray:
+    """Out-of-fold probabilities (stratified k-fold, fixed seed) of a fixed configuration."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cv = StratifiedKFold(budget.cv_splits, shuffle=True, random_state=budget.seed + 2)
+    return cross_val_predict(make_pipe(), X, y, cv=cv, method="predict_proba")[:, 1]
+
+
+def _midpoint_below(sorted_desc: np.ndarray, i: int) -> float:
+    """Midpoint between the i-th distinct value (descending) and the next lower one."""
+    upper = float(sorted_desc[i])
+    lower = float(sorted_desc[i + 1]) if i + 1 < sorted_desc.size else 0.0
+    return (upper + lower) / 2.0
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The decision threshold by Youden's J on out-of-fold probabilities (see module docstring)."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=float)
+    cuts = np.unique(p)[::-1]  # descending distinct values
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    best_j, best_i = -np.inf, 0
+    for i, cut in enumerate(cuts):
+        pred = p >= cut
+        j = (pred & y).sum() / n_pos - (pred & ~y).sum() / n_neg
+        if j > best_j + 1e-12:  # strictly better: earlier (higher) cuts win ties
+            best_j, best_i = j, i
+    return _midpoint_below(cuts, best_i)
+
+
+def repeated_cv(make_pipe: Callable[[], object], X: np.ndarray, y: np.ndarray, threshold: float,
+                budget: Budget) -> dict:
+    """Repeated stratified k-fold of a fixed configuration: mean, std and fold values per metric."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    cv = RepeatedStratifiedKFold(n_splits=budget.cv_splits, n_repeats=budget.cv_repeats, random_state=budget.seed + 3)
+    scores: dict[str, list[float]] = {m: [] for m in METRICS}
+    for train, test in cv.split(X, y):
+        model = make_pipe().fit(X[train], y[train])
+        got = classification_metrics(y[test], model.predict_proba(X[test])[:, 1], threshold)
+        for m in METRICS:
+            scores[m].append(float(got[m]))
+    return {
+        m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v}
+        for m, v in scores.items()
+    }
+
+
+def bootstrap_odds_ratios(X: np.ndarray, y: np.ndarray, features: list[str], clf_params: dict, budget: Budget,
+                          on_step: Callable[[int], None] | None = None) -> dict:
+    """Odds ratio per standard deviation of each feature, with bootstrap 95% percentile intervals."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    params = {k: v for k, v in clf_params.items() if k != "preprocessing"}
+
+    def fit(Xs, ys) -> np.ndarray:
+        model = Pipeline([("scale", StandardScaler()),
+                          ("clf", LogisticRegression(max_iter=10_000, random_state=budget.seed, **params))])
+        return model.fit(Xs, ys).named_steps["clf"].coef_[0]
+
+    point = np.exp(fit(X, y))
+    rng = np.random.default_rng(budget.seed + 4)
+    draws = []
+    for b in range(budget.bootstrap):
+        idx = rng.integers(0, y.size, y.size)
+        if np.unique(y[idx]).size < 2:
+            continue
+        draws.append(np.exp(fit(X[idx], y[idx])))
+        if on_step and (b + 1) % 50 == 0:
+            on_step(50)
+    draws_arr = np.array(draws)
+    low, high = np.percentile(draws_arr, [2.5, 97.5], axis=0)
+    sd = X.std(axis=0)
+    return {
+        name: {"odds_ratio": _finite(point[i]), "ci_low": _finite(low[i]), "ci_high": _finite(high[i]),
+               "per": "1 standard deviation", "sd": float(sd[i])}
+        for i, name in enumerate(features)
+    }
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
+    """Wilson score 95% interval of a proportion."""
+    if n == 0:
+        return None, None
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def make_tiers(y: np.ndarray, p: np.ndarray) -> list[dict]:
+    """Tier cut-offs on out-of-fold probabilities, with observed rate, lift and share (best first)."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    order = np.sort(p)[::-1]
+    base = float(y.mean())
+    tiers = []
+    cumulative = 0.0
+    previous_cut = math.inf
+    for k, (name, share, min_score) in enumerate(TIER_RULES):
+        cumulative += share
+        if k == len(TIER_RULES) - 1:
+            cut = 0.0
+        else:
+            n_top = int(round(cumulative * p.size))
+            n_top = min(max(n_top, 1), p.size - 1)
+            cut = (float(order[n_top - 1]) + float(order[n_top])) / 2.0
+        cut = min(cut, previous_cut)
+        members = (p >= cut) & (p < previous_cut)
+        n = int(members.sum())
+        hits = int(y[members].sum())
+        rate = hits / n if n else None
+        low, high = wilson(hits, n)
+        tiers.append({
+            "name": name,
+            "min_p": cut,
+            "min_score": min_score,
+            "observed_rate": rate,
+            "lift": rate / base if rate is not None and base > 0 else None,
+            "share": n / p.size,
+            "n": n,
+            "rate_ci_low": low,
+            "rate_ci_high": high,
+        })
+        previous_cut = cut
+    return tiers
+
+
+def assign_tier(tiers: list[dict], p: float) -> str:
+    """The tier of a probability: the first whose min_p <= p."""
+    for tier in tiers:
+        if tier["min_p"] <= p:
+            return tier["name"]
+    return tiers[-1]["name"]
+
+
+def calibration_points(y: np.ndarray, p: np.ndarray, n_bins: int = 8) -> dict:
+    """Mean predicted vs observed rate in quantile bins of the probability (for the calibration curve)."""
+    from sklearn.calibration import calibration_curve
+
+    observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+    return {"predicted": [float(v) for v in predicted], "observed": [float(v) for v in observed]}
