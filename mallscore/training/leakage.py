@@ -87,11 +87,11 @@ def leakage_message(report: LeakageReport, spec_name: str) -> str:
     parts = []
     for name in report.flagged:
         info = report.per_feature[name]
-        why = "separates the classes with a single threshold" if info["perfect_split"] else f"has single-feature AUC {info['auc']:.3f}"
-        parts.append(f"{name} ({why})")
+        split = "one threshold separates the classes, " if info["perfect_split"] else ""
+        parts.append(f"{name} ({split}single-feature AUC {info['auc']:.3f}, limit {report.limit:g})")
     return (
-        f"target leakage in spec {spec_name!r}: {', '.join(parts)} >= {report.limit:g}; "
-        "a model on it cannot be used for customers whose score is unknown. "
+        f"target leakage in spec {spec_name!r}: {'; '.join(parts)}. "
+        "A model on it cannot be used for customers whose score is unknown. "
         "Use --spec default, or pass --allow-leakage to train it anyway (it will never be promoted)."
     )
 

@@ -1,0 +1,106 @@
+"""ONNX export: parity with scikit-learn is a gate; a broken export fails it and registers nothing."""
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from mallscore.errors import ConfigError
+from mallscore.settings import Settings
+from mallscore.specs import get_spec
+from mallscore.training import QUICK, export, train_frame, tuning
+
+
+def _data(n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 70, n).astype(float)
+    income = rng.integers(15, 137, n).astype(float)
+    female = (rng.random(n) < 0.56).astype(float)
+    y = ((70 - age) / 50 + rng.normal(0, 0.4, n) > 0.5).astype(int)
+    return np.column_stack([age, income, female]), y
+
+
+def _fitted(preprocessing: str):
+    X, y = _data()
+    spec = get_spec("default")
+    params = {"preprocessing": preprocessing, "C": 1.0, "l1_ratio": 0.0, "solver": "newton-cholesky",
+              "class_weight": None}
+    return spec, tuning.make_pipeline(spec, QUICK, params).fit(X, y), X
+
+
+@pytest.mark.parametrize("preprocessing", ["scale", "bins5"])
+def test_export_passes_parity_with_named_float32_inputs(preprocessing):
+    spec, pipe, X = _fitted(preprocessing)
+    result = export.export_onnx(pipe, spec, X, threshold=0.5, parity_rows=10_000, seed=1)
+    assert result.rows_checked == X.shape[0] + 10_000
+    assert result.max_abs_diff <= 1e-5 and result.label_flips == 0
+    assert result.sha256 == hashlib.sha256(result.onnx_bytes).hexdigest()
+    session = ort.InferenceSession(result.onnx_bytes, providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape, i.type) for i in session.get_inputs()] == [
+        (name, [None, 1], "tensor(float)") for name in spec.feature_names]
+    out = {o.name: o for o in session.get_outputs()}
+    assert out["probabilities"].shape == [None, 2]
+    feeds = {name: X[:, [i]].astype(np.float32) for i, name in enumerate(spec.feature_names)}
+    (probs,) = session.run(["probabilities"], feeds)
+    np.testing.assert_allclose(probs[:, 1], pipe.predict_proba(X)[:, 1], atol=1e-5)
+
+
+REAL_CONVERT = export.convert
+
+
+def _tampered_converter(pipeline, features):
+    """A real conversion whose classifier coefficients are then nudged by 1%."""
+    model = onnx.load_from_string(REAL_CONVERT(pipeline, features))
+    for node in model.graph.node:
+        if node.op_type == "LinearClassifier":
+            for attr in node.attribute:
+                if attr.name == "coefficients":
+                    values = [v * 1.01 for v in attr.floats]
+                    del attr.floats[:]
+                    attr.floats.extend(values)
+    return model.SerializeToString()
+
+
+def test_parity_gate_fails_on_a_tampered_export():
+    spec, pipe, X = _fitted("scale")
+    with pytest.raises(export.ParityError) as exc:
+        export.export_onnx(pipe, spec, X, threshold=0.5, converter=_tampered_converter)
+    assert exc.value.exit_code == 78 and "parity gate failed" in str(exc.value)
+
+
+def test_parity_gate_fails_when_inputs_are_in_the_wrong_order():
+    spec, pipe, X = _fitted("scale")
+
+    def swapped(pipeline, features):
+        return export.convert(pipeline, [features[1], features[0], *features[2:]])
+
+    with pytest.raises(export.ParityError, match="do not match the features"):
+        export.export_onnx(pipe, spec, X, threshold=0.5, converter=swapped)
+
+
+def test_parity_gate_fails_when_conversion_breaks():
+    spec, pipe, X = _fitted("scale")
+
+    def garbage(pipeline, features):
+        return b"not a model"
+
+    with pytest.raises(export.ParityError, match="cannot be run by onnxruntime"):
+        export.export_onnx(pipe, spec, X, threshold=0.5, converter=garbage)
+
+
+def _frame(n: int = 200) -> pd.DataFrame:
+    X, y = _data(n, seed=4)
+    score = np.where(y == 1, 75.0, 25.0)
+    return pd.DataFrame({"customer_id": np.arange(1, n + 1), "age": X[:, 0], "annual_income": X[:, 1],
+                         "gender_female": X[:, 2], "spending_score": score, "high_spender": y})
+
+
+def test_failed_parity_during_training_registers_nothing(tmp_path, monkeypatch):
+    settings = Settings(warehouse=tmp_path / "wh.duckdb", models_dir=tmp_path / "models")
+    monkeypatch.setattr(export, "convert", _tampered_converter)
+    with pytest.raises(ConfigError, match="parity gate failed"):
+        train_frame(_frame(), settings, "default", budget=QUICK)
+    assert not (tmp_path / "models" / "default").exists() or not any((tmp_path / "models" / "default").iterdir())
