@@ -4,7 +4,7 @@
 scikit-learn) and evaluates it symbolically: every tensor becomes a list of
 SQL column expressions, every graph node one CTE. The operators are the ones
 skl2onnx emits for StandardScaler, KBinsDiscretizer (one-hot), OneHotEncoder,
-passthrough columns and LogisticRegression: Scaler, Cast, Concat, Gather,
+passthrough columns and LogisticRegression: Scaler, Cast, Concat, FeatureVectorizer, Gather,
 ArrayFeatureExtractor, Reshape, Identity, the arithmetic and comparison
 operators with constants, ArgMax, OneHotEncoder, LinearClassifier, Normalizer,
 Sigmoid and Softmax. Anything else (trees, zipmap, multi-class...) is refused
@@ -164,10 +164,7 @@ class _Compiler:
     def run(self, node: Any) -> None:
         handler = getattr(self, f"op_{node.op_type}", None)
         if handler is None or node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
-            raise ModelNotExpressibleError(
-                f"the model uses the ONNX operator {node.op_type!r} ({node.domain or 'ai.onnx'}), which export-sql "
-                "cannot express exactly; score it with `mallscore score` (onnxruntime) instead"
-            )
+            raise ModelNotExpressibleError(f"the ONNX operator {node.op_type!r} ({node.domain or 'ai.onnx'}) has no SQL form")
         handler(node, self.attrs(node))
 
     def op_Identity(self, node, attrs):
@@ -181,6 +178,19 @@ class _Compiler:
         if len(kinds) != 1:
             raise ModelNotExpressibleError(f"Concat node {node.name!r} mixes types {sorted(kinds)}")
         self.values[node.output[0]] = _Tensor([c for p in parts for c in p.columns], kinds.pop())
+
+    def op_FeatureVectorizer(self, node, attrs):
+        dims = list(attrs.get("inputdimensions") or [])
+        if len(dims) != len(node.input):
+            raise ModelNotExpressibleError(f"FeatureVectorizer node {node.name!r} without one dimension per input")
+        columns: list[str] = []
+        for name, dim in zip(node.input, dims):
+            part = self.tensor(name, node)
+            if part.kind not in ("float", "int"):
+                raise ModelNotExpressibleError(f"FeatureVectorizer node {node.name!r} on {part.kind} input")
+            cols = part.columns[:dim] + [ZERO] * max(dim - len(part.columns), 0)  # truncate / zero-pad as onnxruntime does
+            columns += cols if part.kind == "float" else [f"cast({c} as double precision)" for c in cols]
+        self.values[node.output[0]] = _Tensor(columns, "float")
 
     def _select(self, node, source: _Tensor, indices) -> None:
         import numpy as np
@@ -429,6 +439,25 @@ def _contract_filter(features: list[dict]) -> str:
     return "\n        and ".join(rules)
 
 
+def _needed_nodes(model: Any, output: str) -> list[Any]:
+    """The nodes the probability output depends on, in graph order (labels and other outputs are ignored)."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    if output not in producers or output not in [o.name for o in model.graph.output]:
+        if any(node.op_type == "ZipMap" for node in model.graph.node):
+            raise ModelNotExpressibleError(
+                "the model was exported with a ZipMap (probabilities as a list of dicts); export it with zipmap off")
+        raise ModelNotExpressibleError(f"the graph has no output {output!r} (the card's probability output)")
+    needed: set[int] = set()
+    stack = [output]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(node.input)
+    return [node for node in model.graph.node if id(node) in needed]
+
+
 def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") -> str:
     """One SQL SELECT over the card's feature table returning customer_id, p_high_spender, predicted_high_spender, segment.
 
@@ -459,15 +488,21 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
         name = f"x_{len(input_exprs)}"
         input_exprs.append((name, f"cast(cast({_quote(graph_input.name)} as real) as double precision)"))
         compiler.values[graph_input.name] = _Tensor([name], "float")
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            from onnx import numpy_helper
+    try:
+        for node in _needed_nodes(model, output):
+            if node.op_type == "Constant":
+                from onnx import numpy_helper
 
-            compiler.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-            continue
-        compiler.run(node)
-    if output not in compiler.values:
-        raise ModelNotExpressibleError(f"the graph has no computable output {output!r}")
+                compiler.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                continue
+            compiler.run(node)
+        if output not in compiler.values:
+            raise ModelNotExpressibleError(f"the graph has no computable output {output!r}")
+    except ModelNotExpressibleError as exc:
+        raise ModelNotExpressibleError(
+            f"export-sql cannot express model {card.get('spec', '?')}/{card.get('version', '?')} exactly in SQL: {exc}; "
+            "score it with `mallscore score` (onnxruntime) instead"
+        ) from None
     probabilities = compiler.values[output]
     column = int(card.get("onnx", {}).get("probability_column", 1))
     if not 0 <= column < len(probabilities.columns):
@@ -481,9 +516,12 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
         + f"\n    from features\n    where {_contract_filter(features)}\n)"
     )
     previous = "inputs"
+    # PostgreSQL inlines CTEs and would paste each step's expressions into the next, repeating the
+    # argmax/one-hot expressions many times; "offset 0" keeps every step a separate (streamed) subquery.
+    fence = "\n    offset 0" if dialect == "postgres" else ""
     for name, columns in compiler.program.ctes:
         body = ",\n        ".join(f"{expr} as {col}" for col, expr in columns)
-        ctes.append(f"{name} as (\n    select\n        *,\n        {body}\n    from {previous}\n)")
+        ctes.append(f"{name} as (\n    select\n        *,\n        {body}\n    from {previous}{fence}\n)")
         previous = name
     ctes.append(f"scored as (\n    select customer_id, {p_expr} as p_high_spender\n    from {previous}\n)")
     segment = " ".join(f"when p_high_spender >= {_literal(float(t['min_p']))} then {_text(str(t['name']))}" for t in tiers)

@@ -1,4 +1,4 @@
-"""The ``publish`` command: copy the current segments to the mall's own database."""
+"""Commands that reach the mall's own database: ``publish`` segments there, ``export-sql`` to score there."""
 
 from __future__ import annotations
 
@@ -47,3 +47,23 @@ def publish(
         f"published {result['rows']:,} segments to {result['table']} on {result['target']} "
         f"({result['method']}, {result['seconds']:.2f}s; runs: {', '.join(result['run_ids'])})"
     )
+
+
+@app.command("export-sql")
+@cli_errors
+def export_sql(
+    ctx: typer.Context,
+    dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres", help="SQL dialect to print."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
+    spec: str = typer.Option("default", "--spec", help="Model spec whose champion is exported (without --model)."),
+) -> None:
+    """Print the model as one SQL SELECT over features_customer: customer_id, p_high_spender, predicted_high_spender, segment.
+
+    Run it in DuckDB or in the mall's PostgreSQL warehouse (with a features_customer
+    table) to score inside the engine; it matches onnxruntime within 1e-6.
+    Exit 78 when the model cannot be expressed exactly in SQL, is missing or was tampered with.
+    """
+    from mallscore.sqlexport import export_sql as build_sql
+
+    settings = settings_from(ctx)
+    typer.echo(build_sql(settings.models_dir, model, dialect.lower(), spec), nl=False)
