@@ -47,7 +47,7 @@ def _pipelines():
             ("bins", KBinsDiscretizer(n_bins=4, encode="onehot-dense", strategy="uniform"), [1]),
             ("onehot", OneHotEncoder(handle_unknown="ignore"), [2]),
         ])),
-        ("clf", LogisticRegression(solver="liblinear", l1_ratio=1.0, C=0.05, class_weight="balanced")),
+        ("clf", LogisticRegression(solver="liblinear", l1_ratio=1.0, C=0.05, class_weight="balanced", random_state=0)),
     ])
     return {
         "scale": make_pipeline(spec, Budget("t"), {"preprocessing": "scale", "C": 10.0}),
@@ -76,6 +76,17 @@ def _card(version: str, data: bytes, threshold: float) -> dict:
     }
 
 
+def _midpoint_threshold(p: np.ndarray, quantile: float) -> float:
+    """A threshold as training stores it: the midpoint between two neighbouring distinct probabilities.
+
+    (A quantile of tied probabilities would equal some customer's probability exactly; float32 and
+    double then fall on either side of it by design, which is a property of the card, not of the SQL.)
+    """
+    distinct = np.unique(p)
+    i = max(int(np.searchsorted(distinct, np.quantile(p, quantile))), 1)
+    return float((distinct[i - 1] + distinct[i]) / 2)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """{name: (card, onnx bytes)} for each pipeline, registered in a models folder ("scale" is champion)."""
@@ -87,7 +98,7 @@ def models(tmp_path_factory):
     for name, pipe in _pipelines().items():
         pipe.fit(x, y)
         data = convert(pipe, FEATURES)
-        threshold = float(np.quantile(pipe.predict_proba(x)[:, 1], 0.45))
+        threshold = _midpoint_threshold(pipe.predict_proba(x)[:, 1], 0.45)
         registry.register(models_dir, _card(f"v-{name}", data, threshold), {"model.onnx": data})
         out[name] = (registry.load_card(models_dir, f"v-{name}"), data)
     registry.promote(models_dir, "v-scale", reason="test")
@@ -264,3 +275,31 @@ def test_models_it_cannot_express_are_refused_with_a_reason(case, message, model
     result = runner.invoke(app, ["--models-dir", str(tmp_path / "m"), "export-sql", "--model", "v-x"])
     assert result.exit_code == 78 and len(result.stderr.strip().splitlines()) == 1
     assert "export-sql cannot express model default/v-x exactly" in result.stderr and message in result.stderr
+
+
+def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
+    """What `score --engine sql` will rest on: the exported SQL against `score` (onnxruntime) on one warehouse."""
+    from mallscore.scoring import score_customers
+    from mallscore.settings import Settings
+    from mallscore.sqlexport import export_sql
+    from tests.scoring_support import seed_customers, write_model
+
+    settings = Settings(warehouse=tmp_path / "wh.duckdb", models_dir=tmp_path / "models", lock_timeout=5)
+    write_model(settings.models_dir, "v1", threshold=0.45)
+    seed_customers(settings, known=3000, new=2000)
+    run = score_customers(settings, "all", publish=False)
+    assert run["rows_scored"] == 5000
+
+    sql = export_sql(settings.models_dir, dialect="duckdb")
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        job = {r[0]: r[1:] for r in con.execute(
+            "select customer_id, p_high_spender, predicted_high_spender, segment, basis from segments").fetchall()}
+        ours = {r[0]: r[1:] for r in con.execute(sql).fetchall()}
+    finally:
+        con.close()
+    assert ours.keys() == job.keys()
+    assert max(abs(ours[k][0] - job[k][0]) for k in job) < 1e-6
+    assert all(ours[k][1] == job[k][1] for k in job)  # same label on every customer
+    predicted = [k for k in job if job[k][3] == "predicted"]
+    assert len(predicted) == 2000 and all(ours[k][2] == job[k][2] for k in predicted)  # the model's tier
