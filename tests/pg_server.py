@@ -28,10 +28,11 @@ DATABASE = "mallscore_test"
 
 
 def find_bin_dir() -> Path | None:
-    """The folder holding initdb/pg_ctl: $MALLSCORE_PG_BIN, PATH, or /usr/lib/postgresql/*/bin."""
+    """The folder holding initdb/pg_ctl: $MALLSCORE_PG_BIN (only there when set), PATH, or /usr/lib/postgresql/*/bin."""
     candidates = []
     if os.environ.get("MALLSCORE_PG_BIN"):
-        candidates.append(Path(os.environ["MALLSCORE_PG_BIN"]))
+        folder = Path(os.environ["MALLSCORE_PG_BIN"])
+        return folder if all((folder / b).exists() for b in ("initdb", "pg_ctl", "postgres")) else None
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).parent)
