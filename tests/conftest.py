@@ -50,3 +50,24 @@ def cli(settings: Settings):
         return run_cli([str(a) for a in args], settings, env=env, **kw)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server started once per test session (per xdist worker), stopped at the end.
+
+    Skips with what to install when the server binaries are missing; under CI
+    (MALLSCORE_REQUIRE_POSTGRES=1) a missing server fails instead.
+    """
+    from tests.pg_server import start_server
+
+    try:
+        server = start_server()
+    except LookupError as exc:
+        if os.environ.get("MALLSCORE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"MALLSCORE_REQUIRE_POSTGRES=1 but {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

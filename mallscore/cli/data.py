@@ -15,26 +15,55 @@ from mallscore.cli.app import app
 @cli_errors
 def ingest(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."),
+    file: Optional[Path] = typer.Argument(
+        None, help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."),
+    source: Optional[str] = typer.Option(
+        None, "--from", metavar="URL",
+        help="Read from a database instead: a SQLAlchemy URL such as postgresql://user@host/db "
+             "[env MALLSCORE_SOURCE_URL]. Keep the password out of the command line (PGPASSWORD, ~/.pgpass).",
+    ),
+    table: Optional[str] = typer.Option(None, "--table", metavar="NAME", help="Source table, [schema.]name."),
+    query: Optional[str] = typer.Option(None, "--query", metavar="SQL", help="Source query (a SELECT), instead of --table."),
     json_out: bool = typer.Option(False, "--json", help="Print {load_id, rows_in_file, loaded, rejected, ...} as JSON."),
 ) -> None:
-    """Load a customers CSV: valid rows are upserted, bad rows go to rejected_rows with a reason.
+    """Load customers from a CSV file or a database: valid rows are upserted, bad rows go to rejected_rows with a reason.
 
-    An empty spending score marks a new customer. Loading the same file twice
-    changes nothing; a changed row for a known customer updates it.
-    Exit 65 when the file is not a usable CSV, 66 when it is missing or unreadable.
+    An empty spending score marks a new customer. Loading the same data twice
+    changes nothing; a changed row for a known customer updates it. A database
+    source (--from URL with --table or --query) uses the same column names and rules.
+    Exit 65 when the input is not usable, 66 when a file is missing, 75 when the
+    source database is unreachable (retry), 78 for bad credentials, a missing table or no permission.
     """
-    from mallscore.ingest import ingest_csv
+    from mallscore.errors import UsageError
     from mallscore.warehouse import open_warehouse
 
     settings = settings_from(ctx)
-    with open_warehouse(settings) as con:
-        result = ingest_csv(con, file)
+    from_database = source is not None or table is not None or query is not None
+    if file is not None and from_database:
+        raise UsageError("give a CSV file or a database source (--from/--table/--query), not both")
+    if file is None and not from_database:
+        raise UsageError("give a CSV file, or --table NAME / --query SQL with --from URL (or MALLSCORE_SOURCE_URL)")
+    if from_database:
+        from mallscore.database import resolve_url
+        from mallscore.ingest_db import ingest_database
+
+        if (table is None) == (query is None):
+            raise UsageError("with a database source, give exactly one of --table NAME or --query SQL")
+        url = resolve_url(source, "MALLSCORE_SOURCE_URL", "source")
+        with open_warehouse(settings) as con:
+            result = ingest_database(con, url, table=table, query=query)
+        unit = "rows in source"
+    else:
+        from mallscore.ingest import ingest_csv
+
+        with open_warehouse(settings) as con:
+            result = ingest_csv(con, file)
+        unit = "rows in file"
     if json_out:
         emit_json(result.as_dict())
         return
     typer.echo(
-        f"{result.load_id}: {result.rows_in_file} rows in file = {result.loaded} loaded + {result.rejected} rejected "
+        f"{result.load_id}: {result.rows_in_file} {unit} = {result.loaded} loaded + {result.rejected} rejected "
         f"({result.inserted} new, {result.updated} updated, {result.unchanged} unchanged)"
     )
     if result.rejected:

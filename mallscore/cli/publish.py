@@ -1,0 +1,69 @@
+"""Commands that reach the mall's own database: ``publish`` segments there, ``export-sql`` to score there."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from mallscore.cli._common import cli_errors, emit_json, settings_from
+from mallscore.cli.app import app
+
+
+@app.command()
+@cli_errors
+def publish(
+    ctx: typer.Context,
+    to: Optional[str] = typer.Option(
+        None, "--to", metavar="URL",
+        help="Target database, a SQLAlchemy URL such as postgresql://user@host/db [env MALLSCORE_PUBLISH_URL]. "
+             "Keep the password out of the command line: PGPASSWORD, ~/.pgpass or the environment variable.",
+    ),
+    table: str = typer.Option("mallscore_segments", "--table", metavar="NAME",
+                              help="Target table, [schema.]name; run rows go to NAME_runs."),
+    lock_timeout: Optional[float] = typer.Option(
+        None, "--lock-timeout", metavar="SECONDS",
+        help="How long to wait for the warehouse lock and for readers of the target table [env MALLSCORE_LOCK_TIMEOUT; default 60].",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print {target, table, rows, run_ids, method, seconds} as JSON."),
+) -> None:
+    """Publish segments (and their scoring_runs rows) to another database in one transaction.
+
+    Readers of the target see yesterday's table or today's, never a mix: the
+    rows are bulk-loaded (COPY on PostgreSQL) into a staging table that is
+    swapped in at commit. Exit 75 when the target is unreachable or busy (retry),
+    78 when the credentials, the database or a permission is wrong.
+    """
+    from mallscore.database import resolve_url
+    from mallscore.publish import publish_segments
+
+    settings = settings_from(ctx, lock_timeout=lock_timeout)
+    url = resolve_url(to, "MALLSCORE_PUBLISH_URL", "target")
+    result = publish_segments(settings, url, table)
+    if json_out:
+        emit_json(result)
+        return
+    typer.echo(
+        f"published {result['rows']:,} segments to {result['table']} on {result['target']} "
+        f"({result['method']}, {result['seconds']:.2f}s; runs: {', '.join(result['run_ids'])})"
+    )
+
+
+@app.command("export-sql")
+@cli_errors
+def export_sql(
+    ctx: typer.Context,
+    dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres", help="SQL dialect to print."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
+    spec: str = typer.Option("default", "--spec", help="Model spec whose champion is exported (without --model)."),
+) -> None:
+    """Print the model as one SQL SELECT over features_customer: customer_id, p_high_spender, predicted_high_spender, segment.
+
+    Run it in DuckDB or in the mall's PostgreSQL warehouse (with a features_customer
+    table) to score inside the engine; it matches onnxruntime within 1e-6.
+    Exit 78 when the model cannot be expressed exactly in SQL, is missing or was tampered with.
+    """
+    from mallscore.sqlexport import export_sql as build_sql
+
+    settings = settings_from(ctx)
+    typer.echo(build_sql(settings.models_dir, model, dialect.lower(), spec), nl=False)

@@ -1,0 +1,99 @@
+"""Arrow record batches as PostgreSQL binary ``COPY`` data, built without a Python loop over rows.
+
+PostgreSQL parses binary COPY about 2.5x faster than CSV (no float or
+timestamp text to parse). Each row of the binary format is a 16-bit field
+count, then per field a 32-bit length and the value in network byte order.
+COPY accepts the columns in any order we name, so every row is laid out as
+its fixed-width fields first (one packed numpy record per row) followed by its
+text fields; pyarrow's element-wise binary join then glues the parts of all
+rows together in C++.
+
+Supported: int64/int32 -> bigint/integer, float64 -> double precision,
+bool -> boolean, timestamp without time zone -> timestamp, string -> text;
+no NULLs. :func:`encodable` says whether a batch qualifies; callers fall back
+to CSV otherwise.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+TRAILER = struct.pack(">h", -1)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+
+_FIXED = {
+    pa.int64(): ">i8",
+    pa.int32(): ">i4",
+    pa.float64(): ">f8",
+    pa.bool_(): "u1",
+}
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_fixed(t: pa.DataType) -> bool:
+    return t in _FIXED or (pa.types.is_timestamp(t) and t.tz is None)
+
+
+def encodable(schema: pa.Schema) -> bool:
+    """True when every column has a type this module can encode."""
+    return all(_is_fixed(f.type) or _is_text(f.type) for f in schema)
+
+
+def column_order(schema: pa.Schema) -> list[str]:
+    """The column order of the encoded rows: fixed-width columns first, then text (name it in COPY)."""
+    fixed = [f.name for f in schema if _is_fixed(f.type)]
+    return fixed + [f.name for f in schema if _is_text(f.type)]
+
+
+def _fixed_values(array: pa.Array) -> tuple[np.ndarray, str]:
+    t = array.type
+    if pa.types.is_timestamp(t):
+        micros = pc.cast(array, pa.timestamp("us")) if t.unit != "us" else array
+        values = micros.cast(pa.int64()).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
+        return values, ">i8"
+    if t == pa.bool_():
+        return array.to_numpy(zero_copy_only=False).astype(np.uint8), "u1"
+    return array.to_numpy(zero_copy_only=False), _FIXED[t]
+
+
+def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
+    """The rows of ``batch`` in binary COPY format (no header/trailer), columns in :func:`column_order`."""
+    if any(column.null_count for column in batch.columns):
+        raise ValueError("binary COPY encoding does not handle NULLs")
+    n = batch.num_rows
+    names = column_order(batch.schema)
+    fixed = [name for name in names if _is_fixed(batch.schema.field(name).type)]
+    texts = [name for name in names if name not in fixed]
+    fields = [("count", ">i2")]
+    values = {}
+    for name in fixed:
+        data, code = _fixed_values(batch.column(name))
+        fields += [(f"{name}__len", ">i4"), (name, code)]
+        values[name] = data
+    record = np.empty(n, dtype=np.dtype(fields))  # packed: numpy adds no padding to this dtype
+    record["count"] = len(names)
+    for name in fixed:
+        record[f"{name}__len"] = np.dtype(record.dtype[name]).itemsize
+        record[name] = values[name]
+    width = record.dtype.itemsize
+    parts: list[pa.Array] = [
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(record.tobytes())]).cast(pa.binary())
+    ]
+    for name in texts:
+        column = batch.column(name).cast(pa.binary())
+        lengths = pc.binary_length(column).to_numpy(zero_copy_only=False).astype(">i4")
+        parts.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(pa.binary()))
+        parts.append(column)
+    rows = pc.binary_join_element_wise(*parts, b"") if len(parts) > 1 else parts[0]
+    if isinstance(rows, pa.ChunkedArray):  # pragma: no cover - compute on arrays returns arrays
+        rows = rows.combine_chunks()
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
+    return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]

@@ -1,0 +1,46 @@
+"""Arrange helpers for tests: a real DuckDB warehouse with customers, segments and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mallscore.settings import Settings
+from mallscore.synth import synth_customers
+from mallscore.warehouse import connect, build
+
+
+def warehouse_with_segments(tmp_path: Path, customers: int = 1000, run_id: str = "R20261127T010000Z-aaaaaa",
+                            seed: int = 3, name: str = "wh.duckdb") -> Settings:
+    """A warehouse with ``customers`` synthetic customers, all segmented by one successful run."""
+    settings = Settings(warehouse=tmp_path / name, models_dir=tmp_path / "models", lock_timeout=5)
+    con = connect(settings.warehouse)
+    try:
+        build(con)
+        if customers:
+            synth_customers(con, customers, seed)
+        fill_segments(con, run_id)
+    finally:
+        con.close()
+    return settings
+
+
+def fill_segments(con, run_id: str, model_version: str = "m1") -> None:
+    """Replace segments with a deterministic score of every customer, and record the run."""
+    con.execute("delete from segments")
+    con.execute(
+        """
+        insert into segments
+        select customer_id,
+               case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
+               p, p >= 0.5, 'model', $v, $run, timestamp '2026-11-27 01:00:00', updated_at
+        from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0 + 0.1 / 3)) as p from features_customer)
+        """,
+        {"v": model_version, "run": run_id},
+    )
+    n = con.execute("select count(*) from segments").fetchall()[0][0]
+    con.execute("delete from scoring_runs where run_id = ?", [run_id])
+    con.execute(
+        "insert into scoring_runs values (?, 'nightly', timestamp '2026-11-27 01:00:00', timestamp '2026-11-27 01:00:05',"
+        " 'ok', ?, 'abc123', ?, ?, 0, null)",
+        [run_id, model_version, n, n],
+    )
