@@ -16,8 +16,13 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The demo starts from an empty warehouse of its own so that it can be rerun.
+DEMO_WAREHOUSE ?= warehouse/demo.duckdb
+DEMO_MODELS ?= warehouse/demo_models
+
 demo: $(STAMP)
-	MALLSCORE_WAREHOUSE=$${MALLSCORE_WAREHOUSE:-warehouse/demo.duckdb} $(BIN)/mallscore demo
+	rm -rf $(DEMO_WAREHOUSE) $(DEMO_WAREHOUSE).wal $(DEMO_MODELS)
+	$(BIN)/mallscore --warehouse $(DEMO_WAREHOUSE) --models-dir $(DEMO_MODELS) demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
@@ -26,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) warehouse/*.duckdb warehouse/*.wal
+	rm -rf $(VENV) warehouse/*.duckdb warehouse/*.wal $(DEMO_MODELS)

@@ -1,4 +1,4 @@
-"""The end-to-end demo on synthetic data: what exists of the pipeline, in order."""
+"""The end-to-end demo on synthetic data: synthesise, build features, train, score, summarise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from mallscore.settings import Settings
 
 
 def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget: str = "full") -> Iterator[str]:
-    """Synthesise, build features, train; yields lines for the CLI to print."""
+    """Run the whole pipeline once; yields lines for the CLI to print."""
     from mallscore.specs import get_spec
     from mallscore.synth import synth_customers
     from mallscore.training import get_budget, read_training_set, train_frame
@@ -17,19 +17,59 @@ def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget:
     with open_warehouse(settings) as con:
         known = synth_customers(con, rows, seed)
         fresh = synth_customers(con, new_rows, seed + 1, new=True)
-        yield f"[1/3] synthesised {known.rows} scored + {fresh.rows} new customers into {settings.warehouse}"
+        yield f"[1/4] synthesised {known.rows} scored + {fresh.rows} new customers into {settings.warehouse}"
         counts = relation_counts(con)
         labels = label_counts(con)
         yield (
-            f"[2/3] features built: {counts['features_customer']:,} customers, "
+            f"[2/4] features built: {counts['features_customer']:,} customers, "
             f"{labels['rows']:,} labelled ({labels['positives']:,} high spenders)"
         )
         frame = read_training_set(con, get_spec("default"))
     result = train_frame(frame, settings, "default", budget=get_budget(budget))
     nested = result["nested_cv_roc_auc"]
     yield (
-        f"[3/3] trained {result['model_version']}: nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f} "
+        f"[3/4] trained {result['model_version']}: nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f} "
         f"over {result['n_configs']} configurations, ONNX parity max |dp| {result['onnx']['max_abs_diff']:.1g}, "
         f"{'promoted to champion' if result['promoted'] else 'not promoted: ' + result['promotion_reason']}; "
         f"report {result['report']}"
     )
+
+    from mallscore.scoring import score_customers, segment_summary
+
+    run = score_customers(settings)
+    yield (
+        f"[4/4] scored with {run['model_version']}: {run['rows_read']:,} read, {run['rows_scored']:,} scored, "
+        f"{run['rows_rejected']:,} rejected in {run['seconds']['total']:.2f}s; analyst snapshot {run['snapshot']}"
+    )
+    yield ""
+    yield "segment_summary (from the analyst snapshot):"
+    yield f"  {'segment':<14} {'customers':>10} {'mean p':>8} {'share':>7}"
+    for row in segment_summary(settings):
+        yield (
+            f"  {row['segment']:<14} {row['customers']:>10,} {row['mean_p_high_spender']:>8.3f} {row['share']:>7.1%}"
+        )
+    yield ""
+    yield "a few segments (the most likely high spenders among new customers):"
+    for row in _top_predicted(settings, 5):
+        yield "  " + "  ".join(f"{key}={value}" for key, value in row.items())
+    yield ""
+    yield f"analysts: open {settings.snapshot} read-only and query `segments` (README: Querying the segments)"
+
+
+def _top_predicted(settings: Settings, limit: int) -> list[dict]:
+    """The new customers with the highest probability, read from the analyst snapshot."""
+    import duckdb
+
+    con = duckdb.connect(str(settings.snapshot), read_only=True, config={"enable_external_access": "false"})
+    try:
+        cursor = con.execute(
+            """
+            select customer_id, segment, round(p_high_spender, 3) as p_high_spender, predicted_high_spender, basis
+            from segments where basis = 'predicted' order by p_high_spender desc, customer_id limit ?
+            """,
+            [limit],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+    finally:
+        con.close()

@@ -155,8 +155,8 @@ def status(
 @cli_errors
 def demo(
     ctx: typer.Context,
-    rows: int = typer.Option(1000, "--rows", min=50, help="Synthetic customers with known scores."),
-    new_rows: int = typer.Option(500, "--new-rows", min=0, help="Synthetic new customers (no score yet)."),
+    rows: int = typer.Option(600, "--rows", min=50, help="Synthetic customers with known scores."),
+    new_rows: int = typer.Option(400, "--new-rows", min=0, help="Synthetic new customers (no score yet)."),
     seed: int = typer.Option(7, "--seed"),
 ) -> None:
     """Run the whole pipeline end to end on synthetic data and print a summary."""
