@@ -136,7 +136,7 @@ def escape_setup(tmp_path_factory) -> tuple[Settings, Path]:
     return settings, outside
 
 
-ESCAPES = ["..", "../../etc", "/etc/passwd", "v1/../../../outside", "evil", "linked-spec"]
+ESCAPES = ["..", "../../etc/passwd", "/etc/passwd", "evil", "linked-spec"]
 
 
 def _tree(folder: Path) -> dict[str, str]:
