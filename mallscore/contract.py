@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from mallscore.errors import BadInputError, ConfigError
+from mallscore.errors import ConfigError
 
 SUPPORTED_TYPES = ("float32",)
 FLOAT32_MAX = 3.4028234663852886e38
@@ -152,26 +152,28 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
 def check_columns(contract: Contract, columns: Mapping[str, str]) -> bool:
     """Check the feature table's ``{column: type}`` against the contract; True if it has a spending score.
 
-    Raises BadInputError (exit 65) naming the first column the card needs that
-    the warehouse lacks or holds as a non-numeric type.
+    Raises ConfigError (exit 78) naming the first column the card needs that
+    the warehouse lacks or holds as a non-numeric type: the model and the
+    warehouse do not fit each other (promote a model that fits, or rebuild the
+    features); no input file is at fault and a retry cannot help.
     """
     if not columns:
-        raise BadInputError(
+        raise ConfigError(
             f"the warehouse has no relation {contract.feature_table!r}, which model {contract.version} reads its "
             "features from; run `mallscore features` to build it"
         )
     for name in REQUIRED_COLUMNS:
         if name not in columns:
-            raise BadInputError(f"{contract.feature_table} has no column {name!r}, which scoring needs")
+            raise ConfigError(f"{contract.feature_table} has no column {name!r}, which scoring needs")
     for feature in contract.features:
         if feature.name not in columns:
-            raise BadInputError(
+            raise ConfigError(
                 f"{contract.feature_table} has no column {feature.name!r}, which model {contract.version} needs "
                 f"(card features: {', '.join(contract.feature_names)}); nothing was scored"
             )
         ctype = columns[feature.name].upper()
         if ctype not in _NUMERIC_TYPES and not ctype.startswith("DECIMAL"):
-            raise BadInputError(
+            raise ConfigError(
                 f"{contract.feature_table}.{feature.name} is {ctype}, but model {contract.version} needs a number "
                 f"({feature.type}); nothing was scored"
             )

@@ -47,6 +47,8 @@ MODEL_FILE = "model.onnx"
 REPORT_FILE = "report.html"
 CHAMPION_FILE = "CHAMPION"
 PROMOTIONS_LOG = "promotions.log"
+FILE_MODE = 0o600  # models are readable by their owner only (README, Operations: file permissions)
+DIR_MODE = 0o700
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -131,6 +133,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _open_private(path: Path, flags: int):
+    """Open (creating it owner-only, whatever the umask) a text file for appending."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -138,7 +146,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -152,9 +160,9 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     spec = validate_name("spec", card["spec"])
     version = validate_name("version", card["version"])
     root = _root(models_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     spec_dir = _inside(root, spec)
-    spec_dir.mkdir(exist_ok=True)
+    spec_dir.mkdir(exist_ok=True, mode=DIR_MODE)
     final = _inside(root, spec, version)
     if final.exists():
         raise ConfigError(f"model version {version} already exists in {spec_dir}")
@@ -166,8 +174,8 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
         (tmp / CARD_FILE).write_bytes(json.dumps(seal_card(card), indent=2, sort_keys=True,
                                                  allow_nan=False).encode("utf-8") + b"\n")
         for child in tmp.iterdir():
-            os.chmod(child, 0o644)
-        os.chmod(tmp, 0o755)
+            os.chmod(child, FILE_MODE)
+        os.chmod(tmp, DIR_MODE)
         os.rename(tmp, final)
     except BaseException:
         for child in tmp.glob("*"):
@@ -333,7 +341,7 @@ def _set_champion(root: Path, spec: str, version: str, previous: str | None, rea
     _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
     entry = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": version,
              "previous": previous, "reason": reason}
-    with open(_inside(root, spec, PROMOTIONS_LOG), "a", encoding="utf-8") as log:
+    with _open_private(_inside(root, spec, PROMOTIONS_LOG), os.O_WRONLY | os.O_APPEND) as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")
     _fsync_dir(spec_dir)
 
@@ -368,8 +376,8 @@ def _promote(root: Path, version: str, *, allow_flagged: bool = False, reason: s
 def _spec_lock(root: Path, spec: str):
     """Serialise read-decide-write on one spec's champion across processes (two trainings ending together)."""
     spec_dir = _inside(root, validate_name("spec", spec))
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    with open(_inside(root, spec, ".lock"), "a") as handle:
+    spec_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    with _open_private(_inside(root, spec, ".lock"), os.O_WRONLY | os.O_APPEND) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

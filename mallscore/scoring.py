@@ -452,8 +452,8 @@ def score_customers(
 
     The returned dict holds the ``scoring_runs`` columns, ``seconds`` per phase
     and ``snapshot`` (the published path). Raises ConfigError (78) for a
-    missing or tampered model before touching the warehouse, BadInputError
-    (65) when the warehouse lacks a feature the card needs, LockedError (75)
+    missing or tampered model before touching the warehouse, or (before any
+    write) when the warehouse lacks a feature the card needs, LockedError (75)
     when the warehouse stays locked, InterruptedRun (130/143) on a signal.
     """
     if mode not in ("nightly", "all", "adhoc"):

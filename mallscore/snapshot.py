@@ -25,7 +25,7 @@ from mallscore.errors import TemporaryError
 from mallscore.settings import Settings
 
 ANALYST_RELATIONS = ("segments", "segment_summary", "segment_history", "scoring_runs", "features_customer")
-SNAPSHOT_MODE = 0o640
+SNAPSHOT_MODE = 0o600  # owner only; analysts who need it are given access explicitly (docs/operations.md)
 _CHUNK = 1 << 22
 
 

@@ -59,9 +59,9 @@ def score(
 
     One run is one transaction: segments, history, rejected rows and the run's
     row in scoring_runs appear together or not at all. After it commits, the
-    analyst snapshot is published. Exit 65 when the warehouse lacks a feature the
-    model needs, 75 when the warehouse stays locked, 78 for a missing or
-    tampered model, 130/143 when interrupted (rolled back).
+    analyst snapshot is published. Exit 75 when the warehouse stays locked, 78 for
+    a missing or tampered model or one needing a feature the warehouse lacks,
+    130/143 when interrupted (rolled back).
     """
     from mallscore.scoring import score_customers
 

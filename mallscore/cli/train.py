@@ -72,11 +72,12 @@ def train(
     its parity gate (nothing is registered).
     """
     from mallscore.specs import get_spec
+
+    model_spec = get_spec(spec)  # a fixed list: checked before scikit-learn is even imported
     from mallscore.training import get_budget, read_training_set, train_frame
     from mallscore.warehouse import open_warehouse
 
     settings = settings_from(ctx)
-    model_spec = get_spec(spec)
     chosen = get_budget(budget)
     # read, then release the warehouse: training takes a while and must not block the nightly writer
     with open_warehouse(settings, read_only=True) as con:

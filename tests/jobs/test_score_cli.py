@@ -57,11 +57,11 @@ def test_runs_lists_recent_runs_newest_first(scored_setup: Settings) -> None:
     assert text.returncode == 0 and second["run_id"] in text.stdout and first["run_id"] not in text.stdout
 
 
-def test_a_feature_missing_from_the_warehouse_exits_65_naming_it(score_settings: Settings) -> None:
+def test_a_feature_missing_from_the_warehouse_exits_78_naming_it(score_settings: Settings) -> None:
     seed_customers(score_settings, known=20, new=5)
     write_model(score_settings.models_dir, "needs-loyalty", features=("age", "annual_income", "loyalty_points"))
     done = run_cli(score_settings, "score")
-    assert done.returncode == 65
+    assert done.returncode == 78
     assert "loyalty_points" in done.stderr and done.stderr.count("\n") == 1
     assert query(score_settings, "select count(*) from scoring_runs")[0][0] == 0
 

@@ -57,6 +57,10 @@ def test_default_trains_registers_and_becomes_champion(warehouse, settings):
     assert np.array(result["test"]["confusion_matrix"]).sum() == 60  # 20% of 300
     assert result["onnx"]["max_abs_diff"] <= 1e-5 and result["onnx"]["label_flips"] == 0
     assert registry.champion(settings.models_dir) == result["model_version"]
+    version_dir = registry.find_model(settings.models_dir, result["model_version"])
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [version_dir, *version_dir.iterdir(), version_dir.parent / "CHAMPION"]}
+    assert modes == {version_dir.name: 0o700, "model.onnx": 0o600, "card.json": 0o600, "report.html": 0o600,
+                     "CHAMPION": 0o600}  # owner only
 
     card_path = registry.card_path(settings.models_dir, result["model_version"])
     card = json.loads(card_path.read_text())

@@ -17,7 +17,7 @@ from mallscore.contract import (
     segment_sql,
     validation_sql,
 )
-from mallscore.errors import BadInputError, ConfigError
+from mallscore.errors import ConfigError
 
 CARD = {
     "spec": "default",
@@ -92,11 +92,11 @@ def test_check_columns_names_the_missing_or_non_numeric_column() -> None:
     assert check_columns(contract, columns) is False
     assert check_columns(contract, {**columns, "spending_score": "DOUBLE"}) is True
     without = {k: v for k, v in columns.items() if k != "annual_income"}
-    with pytest.raises(BadInputError, match="no column 'annual_income'"):
+    with pytest.raises(ConfigError, match="no column 'annual_income'"):
         check_columns(contract, without)
-    with pytest.raises(BadInputError, match="age is VARCHAR"):
+    with pytest.raises(ConfigError, match="age is VARCHAR"):
         check_columns(contract, {**columns, "age": "VARCHAR"})
-    with pytest.raises(BadInputError, match="no relation 'features_customer'"):
+    with pytest.raises(ConfigError, match="no relation 'features_customer'"):
         check_columns(contract, {})
 
 

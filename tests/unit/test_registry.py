@@ -190,3 +190,19 @@ def test_promotion_waits_for_another_process_holding_the_spec_lock(tmp_path):
         assert registry.champion(tmp_path) is None
     assert proc.wait(timeout=30) == 0
     assert registry.champion(tmp_path) == "default-v1"
+
+
+def test_model_files_and_folders_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = _register(tmp_path / "models")
+        registry.promote(tmp_path / "models", "default-v1")
+    finally:
+        os.umask(old)
+    spec_dir = path.parent
+    for folder in (tmp_path / "models", spec_dir, path):
+        assert os.stat(folder).st_mode & 0o777 == 0o700, folder
+    for name in ("model.onnx", "card.json", "report.html"):
+        assert os.stat(path / name).st_mode & 0o777 == 0o600, name
+    for name in ("CHAMPION", "promotions.log", ".lock"):
+        assert os.stat(spec_dir / name).st_mode & 0o777 == 0o600, name
