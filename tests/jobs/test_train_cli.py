@@ -192,5 +192,11 @@ def test_demo_trains_and_promotes(settings):
     from mallscore.demo import run_demo
 
     lines = list(run_demo(settings, rows=300, new_rows=20, seed=3, budget="quick"))
-    assert lines[-1].startswith("[3/3] trained default-") and "promoted to champion" in lines[-1]
+    trained = next(line for line in lines if line.startswith("[3/4] trained default-"))
+    assert "promoted to champion" in trained
     assert registry.champion(settings.models_dir) is not None
+    scored = next(line for line in lines if line.startswith("[4/4] scored"))
+    assert "320 read, 320 scored, 0 rejected" in scored
+    # the summary printed from the snapshot covers every scored customer
+    summary = [line.split() for line in lines if line.strip().split(" ")[0] in ("premium", "loyalty", "nurture", "low_priority")]
+    assert sum(int(parts[1].replace(",", "")) for parts in summary) == 320
