@@ -136,10 +136,23 @@ def models_show(
     if json_out:
         emit_json(card)
         return
+    try:
+        lines = _card_lines(card, champion(settings.models_dir, card["spec"]) == version)
+    except (KeyError, TypeError) as exc:
+        from mallscore.errors import ConfigError
+
+        raise ConfigError(f"card of {version} lacks the field {exc} (not written by `mallscore train`); use --json") from None
+    lines.append(f"card         {card_path(settings.models_dir, version)}")
+    for line in lines:
+        typer.echo(line)
+
+
+def _card_lines(card: dict, is_champion: bool) -> list[str]:
+    """A card as the lines `models show` prints."""
     nested = card["metrics"]["nested_cv_roc_auc"]
-    is_champion = champion(settings.models_dir, card["spec"]) == version
-    lines = [
-        f"version      {card['version']}{'  (champion)' if is_champion else ''}",
+    version = card["version"]
+    return [
+        f"version      {version}{'  (champion)' if is_champion else ''}",
         f"spec         {card['spec']}  features: {', '.join(f['name'] for f in card['features'])}",
         f"created      {card['created_at']}  git {card.get('git_commit') or '-'}",
         f"data         {card['training_data']['rows']} rows, {card['training_data']['positives']} positives, "
@@ -150,10 +163,7 @@ def models_show(
         f"best params  {card['best_params']}  ({card['n_configs']} configurations)",
         "tiers        " + ", ".join(f"{t['name']} p>={t['min_p']:.3f} lift {t['lift'] or 0:.2f}" for t in card["tiers"]),
         f"onnx         sha256 {card['onnx']['sha256'][:16]}..., max |dp| {card['onnx']['max_abs_diff']:.2g}",
-        f"card         {card_path(settings.models_dir, version)}",
     ]
-    for line in lines:
-        typer.echo(line)
 
 
 @models_app.command("promote")

@@ -292,3 +292,13 @@ def test_sigterm_rolls_back_and_exits_143_and_a_killed_run_is_marked_abandoned(s
     assert [s for (s,) in query(score_settings, "select status from scoring_runs order by started_at")] == [
         "aborted", "abandoned", "succeeded"]
     assert query(score_settings, "select count(*), count(distinct customer_id) from segments")[0] == (rows, rows)
+
+
+def test_models_show_on_a_card_not_written_by_training_is_one_line_78(score_settings: Settings) -> None:
+    from tests.scoring_support import write_model
+
+    version = write_model(score_settings.models_dir)["version"]
+    out = run_cli(score_settings, "models", "show", version)
+    assert out.returncode == 78, out.stderr
+    assert "lacks the field" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert run_cli(score_settings, "models", "show", version, "--json").returncode == 0
