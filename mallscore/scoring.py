@@ -305,9 +305,7 @@ def _stream_and_insert(
     batch_rows: int,
 ) -> int:
     """Stream candidates out, score them, and insert them into ``segments`` in one statement; return rows scored."""
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     contract = model.contract
     query = scoring_input_sql(contract, mode=mode, **shape)
@@ -337,6 +335,8 @@ def _stream_and_insert(
                     state["seen"] += batch.num_rows
                     reason = batch.column("reason")
                     if reason.null_count != batch.num_rows:
+                        import pyarrow.compute as pc  # ~40 ms to import: only when a batch has rejected rows
+
                         spill.write(batch.filter(pc.is_valid(reason)).select(["customer_id", "raw_values", "reason"]))
                         batch = batch.filter(pc.is_null(reason))
                     started = timer.add("write", started)
