@@ -455,17 +455,18 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     return dict(zip(RUN_COLUMNS, rows[0])) if rows else {}
 
 
-# DuckDB settings of the job's connection (measured on 2 cores; see bench/bench_scoring.py):
-# * memory_limit: DuckDB keeps every block it reads or writes cached up to 80% of RAM, so a run's
-#   peak grew ~10 MiB per million customers (10M: 1.47x the 1M peak; a nightly rerun that joins
-#   current segments peaked at 660 MiB). 64 MB keeps the cache flat (10M: 1.17x) at the same run
-#   time; a join bigger than that spills to the warehouse's .tmp folder instead of growing.
+# DuckDB settings of the job's connection (measured on 2 shared cores; see bench/bench_scoring.py):
+# * memory_limit (Settings.memory_limit, MALLSCORE_MEMORY_LIMIT, default 64MB): DuckDB caches every
+#   block it reads or writes up to 80% of RAM, so a run's peak grew ~10 MiB per million customers
+#   (10M: 1.44x the 1M peak) and a nightly rerun that joins 10M current segments peaked at 660 MiB.
+#   64MB: 10M peak 1.20x the 1M peak, that rerun 238 MiB; the price is a slower write phase on big
+#   runs (10M new customers: roughly +25% run time; 256MB costs nothing but saves little memory).
+#   A join bigger than the limit spills to the warehouse's .tmp folder instead of growing.
 # * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
 #   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
 #   (100,000 customers: about 50 ms less per run). The running row stays a small WAL commit.
 JOB_SETTINGS: dict[str, Any] = {
     "enable_progress_bar": False,
-    "memory_limit": "64MB",
     "checkpoint_threshold": "1MB",
 }
 
@@ -475,7 +476,10 @@ def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     from mallscore.warehouse import connect
 
     con = connect(settings.warehouse, lock_timeout=settings.lock_timeout)
-    for name, value in JOB_SETTINGS.items():
+    tuning = dict(JOB_SETTINGS)
+    if settings.memory_limit.lower() != "default":
+        tuning["memory_limit"] = settings.memory_limit
+    for name, value in tuning.items():
         con.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {str(value).lower()}")
     return con
 
