@@ -460,7 +460,7 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 #   block it reads or writes up to 80% of RAM, so a run's peak grew ~10 MiB per million customers
 #   (10M: 1.44x the 1M peak) and a nightly rerun that joins 10M current segments peaked at 660 MiB.
 #   64MB: 10M peak 1.20x the 1M peak, that rerun 238 MiB; the price is a slower write phase on big
-#   runs (10M new customers: roughly +25% run time; 256MB costs nothing but saves little memory).
+#   runs (10M new customers: +25% to +45% run time measured; 256MB costs nothing but saves little).
 #   A join bigger than the limit spills to the warehouse's .tmp folder instead of growing.
 # * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
 #   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
