@@ -329,6 +329,16 @@ def scoring_input_sql(
     contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
 ) -> str:
     """The streamed query: every candidate with its rejection reason; features as float32 only when valid."""
+    return scoring_input_ctes(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected) + """
+
+select * from final
+"""
+
+
+def scoring_input_ctes(
+    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
+) -> str:
+    """The CTEs of :func:`scoring_input_sql`, ending in ``final`` (for statements that read it twice or in-engine)."""
     cols = [quote(feature_column(i)) for i in range(len(contract.features))]
     raw = ", ".join(f"{quote(f.name)} := cast({c} as varchar)" for f, c in zip(contract.features, cols))
     floats = ",\n        ".join(f"case when reason is null then cast({c} as float) end as {c}" for c in cols)
@@ -348,19 +358,21 @@ final as (
         case when reason is not null then to_json(struct_pack({raw})) end as raw_values,
         {floats}
     from checked
-)
-
-select * from final
-"""
+)"""
 
 
-def segment_insert_sql(contract: Contract, source: str) -> str:
-    """INSERT the scored rows of ``source`` (customer_id, updated_at, observed_score, p) into ``segments``."""
+def segment_insert_sql(contract: Contract, source: str, ctes: str = "", p: str = "p") -> str:
+    """INSERT the scored rows of ``source`` (customer_id, updated_at, observed_score, ``p``) into ``segments``.
+
+    ``ctes`` (``with ...``, no trailing comma) defines relations ``source`` may
+    be one of, for a statement that scores in the engine.
+    """
+    head = ctes.rstrip() + ",\n\n" if ctes else "with "
     return f"""
 insert into segments
     (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
-with scored as (
-    select customer_id, updated_at, observed_score, cast(p as double) as p from {quote(source)}
+{head}scored as (
+    select customer_id, updated_at, observed_score, cast({quote(p)} as double) as p from {quote(source)}
 )
 select
     customer_id,

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import duckdb
 
-from mallscore.database import classify_error, create_engine, driver_errors, is_postgres, mask_url, split_table_name
-from mallscore.errors import InputMissingError, MallscoreError
+from mallscore.database import classify_error, create_engine, driver_errors, is_postgres, mask_url, scrub, split_table_name
+from mallscore.errors import EXIT_UNEXPECTED, InputMissingError, MallscoreError
 from mallscore.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,6 +81,30 @@ def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE) -
 
     with open_warehouse(settings, read_only=True) as con:
         return publish_from(con, url, table, lock_timeout=settings.lock_timeout)
+
+
+def publish_after_run(settings: Settings, run_id: str, env: Mapping[str, str] | None = None) -> dict | None:
+    """The nightly job's optional last step: publish when ``MALLSCORE_PUBLISH_URL`` is set (else None).
+
+    The run is already committed, so a failure is returned, not raised:
+    ``{"status": "failed", "exit_code": 75 or 78, "error": ...}`` with every
+    password masked; success is :func:`publish_segments`'s result with
+    ``status`` published. The table is ``MALLSCORE_PUBLISH_TABLE`` (default
+    :data:`DEFAULT_TABLE`).
+    """
+    env = os.environ if env is None else env
+    url = (env.get("MALLSCORE_PUBLISH_URL") or "").strip()
+    if not url:
+        return None
+    table = (env.get("MALLSCORE_PUBLISH_TABLE") or "").strip() or DEFAULT_TABLE
+    try:
+        return {"status": "published", **publish_segments(settings, url, table)}
+    except Exception as exc:  # whatever it was, the committed run stands; say so and keep the exit code
+        code = exc.exit_code if isinstance(exc, MallscoreError) else EXIT_UNEXPECTED
+        error = scrub((str(exc).splitlines() or [type(exc).__name__])[0], url)
+        return {"status": "failed", "target": mask_url(url), "table": table, "exit_code": code, "error": error,
+                "message": f"run {run_id} succeeded and is committed, but publishing its segments to {table} failed "
+                           f"({error}); retry with `mallscore publish`"}
 
 
 def publish_from(

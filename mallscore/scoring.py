@@ -42,6 +42,7 @@ from mallscore.contract import (
     feature_column,
     quote,
     scoring_input_sql,
+    scoring_input_ctes,
     segment_insert_sql,
     segment_sql,
     basis_sql,
@@ -57,10 +58,12 @@ from mallscore.errors import (
 from mallscore.settings import Settings
 
 BATCH_ROWS = 1 << 20
+ENGINES = ("onnx", "sql")
 RUN_COLUMNS = (
     "run_id", "mode", "started_at", "finished_at", "status", "model_version", "model_sha256",
-    "rows_read", "rows_scored", "rows_rejected", "error",
+    "rows_read", "rows_scored", "rows_rejected", "error", "engine",
 )
+_MODEL_SOURCE = "model_source"
 Progress = Callable[[int, int], None]
 
 
@@ -69,12 +72,20 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class LoadedModel:
-    """A verified model: its card, the contract it implies, and an onnxruntime session."""
+    """A verified model: its card, the contract it implies, and how it scores.
+
+    ``engine`` onnx: ``session`` is an onnxruntime session. ``engine`` sql:
+    ``sql`` is (CTEs, relation) compiled from the ONNX graph by
+    :func:`mallscore.sqlexport.compile_model_ctes`, reading the contract's
+    valid rows from ``model_source``; onnxruntime is never loaded.
+    """
 
     card: dict
     contract: Contract
     sha256: str
     session: Any
+    engine: str = "onnx"
+    sql: tuple[str, str] | None = None
 
     @property
     def version(self) -> str:
@@ -90,10 +101,18 @@ def _verified_model(settings: Settings, version: str | None) -> tuple[dict, byte
     return registry.verify_model(path)
 
 
-def load_model(settings: Settings, version: str | None = None) -> LoadedModel:
-    """Verify the model's checksum, check its card, then open an onnxruntime session on it."""
+def load_model(settings: Settings, version: str | None = None, engine: str = "onnx") -> LoadedModel:
+    """Verify the model's checksum, check its card, then open an onnxruntime session on it (or compile it to SQL)."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown scoring engine {engine!r}; use {' or '.join(ENGINES)}")
     card, data = _verified_model(settings, version)
     contract = contract_from_card(card)
+    if engine == "sql":
+        from mallscore.sqlexport import compile_model_ctes
+
+        columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
+        sql = compile_model_ctes(card, data, _MODEL_SOURCE, columns)
+        return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), None, engine="sql", sql=sql)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -197,9 +216,10 @@ def _start_run(con: duckdb.DuckDBPyConnection, run_id: str, mode: str, model: Lo
             {"now": started},
         )
         con.execute(
-            "insert into scoring_runs (run_id, mode, started_at, status, model_version, model_sha256) "
-            "values ($run_id, $mode, $started, 'running', $version, $sha)",
-            {"run_id": run_id, "mode": mode, "started": started, "version": model.version, "sha": model.sha256},
+            "insert into scoring_runs (run_id, mode, started_at, status, model_version, model_sha256, engine) "
+            "values ($run_id, $mode, $started, 'running', $version, $sha, $engine)",
+            {"run_id": run_id, "mode": mode, "started": started, "version": model.version, "sha": model.sha256,
+             "engine": model.engine},
         )
         con.commit()
     except BaseException:
@@ -214,15 +234,17 @@ def _end_failed_run(con: duckdb.DuckDBPyConnection, run_id: str, status: str, er
     )
 
 
-def _selection_shape(con: duckdb.DuckDBPyConnection, contract: Contract, version: str) -> dict:
+def _selection_shape(
+    con: duckdb.DuckDBPyConnection, contract: Contract, version: str, catalog: dict[str, dict[str, str]] | None = None
+) -> dict:
     """What the candidate query must join: a spending score column, current segments, earlier rejections."""
-    has_score = check_columns(contract, feature_columns(con, contract.feature_table))
-    scored = con.execute("select exists (select 1 from segments)").fetchall()[0][0]
-    rejected = con.execute(
-        "select exists (select 1 from rejected_rows inner join scoring_runs using (run_id) "
-        "where scoring_runs.model_version = ? and scoring_runs.status = 'succeeded')",
+    columns = catalog.get(contract.feature_table, {}) if catalog is not None else feature_columns(con, contract.feature_table)
+    has_score = check_columns(contract, columns)
+    scored, rejected = con.execute(
+        "select exists (select 1 from segments), exists (select 1 from rejected_rows inner join scoring_runs "
+        "using (run_id) where scoring_runs.model_version = ? and scoring_runs.status = 'succeeded')",
         [version],
-    ).fetchall()[0][0]
+    ).fetchall()[0]
     return {"has_score": has_score, "scored": bool(scored), "rejected": bool(rejected)}
 
 
@@ -283,9 +305,7 @@ def _stream_and_insert(
     batch_rows: int,
 ) -> int:
     """Stream candidates out, score them, and insert them into ``segments`` in one statement; return rows scored."""
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     contract = model.contract
     query = scoring_input_sql(contract, mode=mode, **shape)
@@ -315,6 +335,8 @@ def _stream_and_insert(
                     state["seen"] += batch.num_rows
                     reason = batch.column("reason")
                     if reason.null_count != batch.num_rows:
+                        import pyarrow.compute as pc  # ~40 ms to import: only when a batch has rejected rows
+
                         spill.write(batch.filter(pc.is_valid(reason)).select(["customer_id", "raw_values", "reason"]))
                         batch = batch.filter(pc.is_null(reason))
                     started = timer.add("write", started)
@@ -352,6 +374,42 @@ def _stream_and_insert(
         return state["scored"]
     finally:
         reader_con.close()
+
+
+def _score_in_engine(
+    con: duckdb.DuckDBPyConnection,
+    model: LoadedModel,
+    mode: str,
+    shape: dict,
+    params: dict,
+    timer: _Timer,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """``--engine sql``: reject, score and insert with two statements inside DuckDB; return (scored, rejected).
+
+    The same candidate and contract CTEs as the streamed query feed both: the
+    rejected rows go to ``rejected_rows``, the valid ones through the model's
+    compiled SQL into ``segments`` (the same INSERT as the onnxruntime path).
+    Both run in the run's transaction, so they see the same candidates.
+    """
+    contract = model.contract
+    ctes = scoring_input_ctes(contract, mode=mode, **shape)
+    started = time.perf_counter()
+    reject = (
+        "insert into rejected_rows (load_id, run_id, line_no, customer_id, raw_values, reason, rejected_at) "
+        + ctes + "\nselect null, $run_id, null, cast(customer_id as varchar), raw_values, reason, $scored_at "
+        "from final where reason is not null"
+    )
+    rejected = int(con.execute(reject, bound(reject, params)).fetchall()[0][0])
+    started = timer.add("read_validate", started)
+    model_ctes, relation = model.sql
+    source = f"{ctes},\n\n{_MODEL_SOURCE} as (\n    select * from final where reason is null\n),\n\n{model_ctes}"
+    insert = segment_insert_sql(contract, relation, source, p="p_high_spender")
+    scored = int(con.execute(insert, bound(insert, params)).fetchall()[0][0])
+    timer.add("score", started)
+    if progress is not None:
+        progress(scored + rejected, scored + rejected)
+    return scored, rejected
 
 
 def _as_numpy(array: Any) -> Any:
@@ -397,12 +455,32 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
     return dict(zip(RUN_COLUMNS, rows[0])) if rows else {}
 
 
+# DuckDB settings of the job's connection (measured on 2 shared cores; see bench/bench_scoring.py):
+# * memory_limit (Settings.memory_limit, MALLSCORE_MEMORY_LIMIT, default 64MB): DuckDB caches every
+#   block it reads or writes up to 80% of RAM, so a run's peak grew ~10 MiB per million customers
+#   (10M: 1.44x the 1M peak) and a nightly rerun that joins 10M current segments peaked at 660 MiB.
+#   64MB: 10M peak 1.20x the 1M peak, that rerun 238 MiB; the price is a slower write phase on big
+#   runs (10M new customers: +25% to +45% run time measured; 256MB costs nothing but saves little).
+#   A join bigger than the limit spills to the warehouse's .tmp folder instead of growing.
+# * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
+#   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
+#   (100,000 customers: about 50 ms less per run). The running row stays a small WAL commit.
+JOB_SETTINGS: dict[str, Any] = {
+    "enable_progress_bar": False,
+    "checkpoint_threshold": "1MB",
+}
+
+
 def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """The job's read-write warehouse connection: waits for the lock, no file access, no progress bar."""
+    """The job's read-write warehouse connection: waits for the lock, no file access, tuned by JOB_SETTINGS."""
     from mallscore.warehouse import connect
 
     con = connect(settings.warehouse, lock_timeout=settings.lock_timeout)
-    con.execute("set enable_progress_bar = false")
+    tuning = dict(JOB_SETTINGS)
+    if settings.memory_limit.lower() != "default":
+        tuning["memory_limit"] = settings.memory_limit
+    for name, value in tuning.items():
+        con.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {str(value).lower()}")
     return con
 
 
@@ -427,15 +505,31 @@ def _return_freed_memory() -> None:
     mallopt(m_trim_threshold, 1 << 20)
 
 
-def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Build the warehouse's relations when one is missing (ingest and `mallscore features` rebuild them anyway)."""
+def _catalog(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """``{relation: {column: type}}`` of the warehouse's main schema, tables and views, in one query."""
+    catalog: dict[str, dict[str, str]] = {}
+    for table, column, dtype in con.execute(
+        "select table_name, column_name, data_type from duckdb_columns() "
+        "where database_name = current_database() and schema_name = 'main' order by table_name, column_index"
+    ).fetchall():
+        catalog.setdefault(table, {})[column] = dtype
+    return catalog
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Build the warehouse's relations when one is missing or older than this code; return the catalog.
+
+    Ingest and `mallscore features` rebuild them anyway; a scoring run only
+    builds when a relation (or the ``scoring_runs.engine`` column) is missing,
+    so the usual run costs one catalog query.
+    """
     from mallscore.warehouse import build, sql_files
 
-    present = {r[0] for r in con.execute(
-        "select table_name from information_schema.tables where table_catalog = current_database() and table_schema = 'main'"
-    ).fetchall()}
-    if any(f.relation not in present for f in sql_files()):
+    catalog = _catalog(con)
+    if any(f.relation not in catalog for f in sql_files()) or "engine" not in catalog.get("scoring_runs", {}):
         build(con, check=False)
+        catalog = _catalog(con)
+    return catalog
 
 
 def score_customers(
@@ -447,9 +541,13 @@ def score_customers(
     customer_ids: Sequence[int] | None = None,
     batch_rows: int = BATCH_ROWS,
     publish: bool = True,
+    engine: str = "onnx",
 ) -> dict:
     """Run one scoring run of ``mode`` (nightly, all, adhoc) and publish the snapshot; return the run's row.
 
+    ``engine`` onnx streams the rows through onnxruntime; sql scores inside
+    DuckDB with the model compiled to SQL (same selection, contract,
+    bookkeeping and transaction; ``seconds.score`` then includes the write).
     The returned dict holds the ``scoring_runs`` columns, ``seconds`` per phase
     and ``snapshot`` (the published path). Raises ConfigError (78) for a
     missing or tampered model before touching the warehouse, or (before any
@@ -463,13 +561,13 @@ def score_customers(
     timer = _Timer()
     t0 = time.perf_counter()
     _return_freed_memory()
-    model = load_model(settings, model_version)
+    model = load_model(settings, model_version, engine)
     contract = model.contract
     con = open_job_connection(settings)
     spill = _Spill()
     try:
-        _ensure_schema(con)
-        shape = _selection_shape(con, contract, model.version)
+        catalog = _ensure_schema(con)
+        shape = _selection_shape(con, contract, model.version, catalog)
         run_id = new_run_id()
         started = _utcnow()
         params = {**contract_params(contract), "model_version": model.version, "run_id": run_id,
@@ -510,13 +608,18 @@ def _run_transaction(
     t = time.perf_counter()
     _archive_replaced(con, model.contract, mode, shape, params)
     timer.add("write", t)
-    scored = _stream_and_insert(con, model, run_id, mode, shape, params, spill, timer, progress, batch_rows)
-    t = time.perf_counter()
-    _insert_rejected(con, spill, run_id, params["scored_at"])
+    if model.engine == "sql":
+        scored, rejected = _score_in_engine(con, model, mode, shape, params, timer, progress)
+        t = time.perf_counter()
+    else:
+        scored = _stream_and_insert(con, model, run_id, mode, shape, params, spill, timer, progress, batch_rows)
+        t = time.perf_counter()
+        _insert_rejected(con, spill, run_id, params["scored_at"])
+        rejected = spill.rows
     con.execute(
         "update scoring_runs set status = 'succeeded', finished_at = $now, rows_read = $read, "
         "rows_scored = $scored, rows_rejected = $rejected where run_id = $run_id",
-        {"now": _utcnow(), "read": scored + spill.rows, "scored": scored, "rejected": spill.rows, "run_id": run_id},
+        {"now": _utcnow(), "read": scored + rejected, "scored": scored, "rejected": rejected, "run_id": run_id},
     )
     con.commit()
     timer.add("write", t)
@@ -631,14 +734,16 @@ def recent_runs(settings: Settings, limit: int = 20) -> list[dict]:
 
     con = connect(settings.warehouse, read_only=True, lock_timeout=settings.lock_timeout)
     try:
-        if not feature_columns(con, "scoring_runs"):
+        present = feature_columns(con, "scoring_runs")
+        if not present:
             return []
+        columns = [c for c in RUN_COLUMNS if c in present]  # a warehouse not yet scored by this version lacks engine
         rows = con.execute(
-            f"select {', '.join(RUN_COLUMNS)} from scoring_runs order by started_at desc, run_id desc limit ?", [limit]
+            f"select {', '.join(columns)} from scoring_runs order by started_at desc, run_id desc limit ?", [limit]
         ).fetchall()
     finally:
         con.close()
-    return [dict(zip(RUN_COLUMNS, r)) for r in rows]
+    return [{c: None for c in RUN_COLUMNS} | dict(zip(columns, r)) for r in rows]
 
 
 def segment_summary(settings: Settings) -> list[dict]:

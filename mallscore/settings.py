@@ -6,6 +6,7 @@ Building settings does no I/O: paths are only resolved, never created.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +16,8 @@ from mallscore.errors import UsageError
 DEFAULT_WAREHOUSE = Path("warehouse/mallscore.duckdb")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_LOCK_TIMEOUT = 60.0
+DEFAULT_MEMORY_LIMIT = "64MB"
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Settings:
     warehouse: Path = DEFAULT_WAREHOUSE
     models_dir: Path = DEFAULT_MODELS_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # the scoring job's DuckDB memory_limit; "default" = DuckDB's (80% of RAM)
 
     @property
     def snapshot(self) -> Path:
@@ -45,6 +49,13 @@ def _lock_timeout(raw: str) -> float:
     return value
 
 
+def _memory_limit(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() != "default" and not _MEMORY.match(value):
+        raise UsageError(f"MALLSCORE_MEMORY_LIMIT must be a size such as 64MB or 2GB, or 'default', got {raw!r}")
+    return value
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -59,6 +70,7 @@ def load_settings(
         warehouse=Path(env["MALLSCORE_WAREHOUSE"]) if env.get("MALLSCORE_WAREHOUSE") else None,
         models_dir=Path(env["MALLSCORE_MODELS_DIR"]) if env.get("MALLSCORE_MODELS_DIR") else None,
         lock_timeout=_lock_timeout(env["MALLSCORE_LOCK_TIMEOUT"]) if env.get("MALLSCORE_LOCK_TIMEOUT") else None,
+        memory_limit=_memory_limit(env["MALLSCORE_MEMORY_LIMIT"]) if env.get("MALLSCORE_MEMORY_LIMIT") else None,
     )
     if lock_timeout is not None and lock_timeout < 0:
         raise UsageError("--lock-timeout must not be negative")

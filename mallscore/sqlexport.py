@@ -463,14 +463,21 @@ def _needed_nodes(model: Any, output: str) -> list[Any]:
     return [node for node in model.graph.node if id(node) in needed]
 
 
-def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") -> str:
-    """One SQL SELECT over the card's feature table returning customer_id, p_high_spender, predicted_high_spender, segment.
+@dataclass
+class _Compiled:
+    """A compiled graph: the card's parts, one input expression per graph input, the steps and the probability."""
 
-    Raises ModelNotExpressibleError (a ConfigError, exit 78) for graphs it
-    cannot express exactly, and UsageError for an unknown dialect.
-    """
-    if dialect not in DIALECTS:
-        raise UsageError(f"unknown SQL dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
+    features: list[dict]
+    threshold: float
+    tiers: list[dict]
+    table: str
+    inputs: list[tuple[str, str]]  # (column name x_i, graph input name)
+    steps: list[tuple[str, list[tuple[str, str]]]]
+    p_expr: str
+
+
+def _compile(card: dict, onnx_bytes: bytes) -> _Compiled:
+    """Check the card, parse the graph and evaluate it symbolically (ModelNotExpressibleError if it cannot)."""
     import onnx
 
     features, inputs, output, threshold, tiers, table = _check_card(card)
@@ -482,16 +489,16 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
     graph_inputs = [i.name for i in model.graph.input if i.name not in compiler.constants]
     if graph_inputs != inputs:
         raise ModelNotExpressibleError(f"graph inputs {graph_inputs} differ from the card's inputs {inputs}")
-    input_exprs = []
-    for i, graph_input in enumerate(model.graph.input):
+    input_columns = []
+    for graph_input in model.graph.input:
         if graph_input.name in compiler.constants:
             continue
         tensor_type = graph_input.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
         if tensor_type.elem_type != _FLOAT or len(dims) != 2 or dims[1] != 1:
             raise ModelNotExpressibleError(f"graph input {graph_input.name!r} is not a [N, 1] float32 tensor")
-        name = f"x_{len(input_exprs)}"
-        input_exprs.append((name, f"cast(cast({_quote(graph_input.name)} as real) as double precision)"))
+        name = f"x_{len(input_columns)}"
+        input_columns.append((name, graph_input.name))
         compiler.values[graph_input.name] = _Tensor([name], "float")
     try:
         for node in _needed_nodes(model, output):
@@ -512,23 +519,47 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
     column = int(card.get("onnx", {}).get("probability_column", 1))
     if not 0 <= column < len(probabilities.columns):
         raise ConfigError(f"probability_column {column} is outside the {len(probabilities.columns)} output columns")
-    p_expr = probabilities.columns[column]
+    return _Compiled(features, threshold, tiers, table, input_columns, compiler.program.ctes,
+                     probabilities.columns[column])
 
-    ctes = [f"features as (\n    select * from {_quote(table)}\n)"]
-    ctes.append(
-        "inputs as (\n    select\n        customer_id,\n        "
-        + ",\n        ".join(f"{expr} as {name}" for name, expr in input_exprs)
-        + f"\n    from features\n    where {_contract_filter(features)}\n)"
-    )
-    previous = "inputs"
+
+def _input_expr(column: str) -> str:
+    """A feature rounded to float32 exactly as the graph's float input does, then widened to double."""
+    return f"cast(cast({_quote(column)} as real) as double precision)"
+
+
+def _step_ctes(compiled: _Compiled, first: str, prefix: str, dialect: str) -> tuple[list[str], str]:
+    """The graph's steps as CTEs, each adding columns to the previous one; returns (ctes, last CTE name)."""
     # PostgreSQL inlines CTEs and would paste each step's expressions into the next, repeating the
     # argmax/one-hot expressions many times; "offset 0" keeps every step a separate (streamed) subquery.
     fence = "\n    offset 0" if dialect == "postgres" else ""
-    for name, columns in compiler.program.ctes:
+    ctes, previous = [], first
+    for name, columns in compiled.steps:
         body = ",\n        ".join(f"{expr} as {col}" for col, expr in columns)
-        ctes.append(f"{name} as (\n    select\n        *,\n        {body}\n    from {previous}{fence}\n)")
-        previous = name
-    ctes.append(f"scored as (\n    select customer_id, {p_expr} as p_high_spender\n    from {previous}\n)")
+        ctes.append(f"{prefix}{name} as (\n    select\n        *,\n        {body}\n    from {previous}{fence}\n)")
+        previous = prefix + name
+    return ctes, previous
+
+
+def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") -> str:
+    """One SQL SELECT over the card's feature table returning customer_id, p_high_spender, predicted_high_spender, segment.
+
+    Raises ModelNotExpressibleError (a ConfigError, exit 78) for graphs it
+    cannot express exactly, and UsageError for an unknown dialect.
+    """
+    if dialect not in DIALECTS:
+        raise UsageError(f"unknown SQL dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
+    compiled = _compile(card, onnx_bytes)
+    features, threshold, tiers, table = compiled.features, compiled.threshold, compiled.tiers, compiled.table
+    ctes = [f"features as (\n    select * from {_quote(table)}\n)"]
+    ctes.append(
+        "inputs as (\n    select\n        customer_id,\n        "
+        + ",\n        ".join(f"{_input_expr(graph_input)} as {name}" for name, graph_input in compiled.inputs)
+        + f"\n    from features\n    where {_contract_filter(features)}\n)"
+    )
+    steps, previous = _step_ctes(compiled, "inputs", "", dialect)
+    ctes += steps
+    ctes.append(f"scored as (\n    select customer_id, {compiled.p_expr} as p_high_spender\n    from {previous}\n)")
     segment = " ".join(f"when p_high_spender >= {_literal(float(t['min_p']))} then {_text(str(t['name']))}" for t in tiers)
     ctes.append(
         "final as (\n    select\n        customer_id,\n        p_high_spender,\n"
@@ -542,6 +573,28 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
         "-- within float32 rounding (~1e-7). Rows the nightly job would quarantine are left out.\n"
     )
     return header + "with " + ",\n\n".join(ctes) + "\n\nselect * from final\n"
+
+
+def compile_model_ctes(card: dict, onnx_bytes: bytes, source: str, columns: dict[str, str], prefix: str = "model_") -> tuple[str, str]:
+    """The graph as DuckDB CTEs over ``source`` (rows that already passed the contract); returns (ctes, relation).
+
+    ``columns`` maps each graph input (a card feature) to its column in
+    ``source``. The CTEs keep every column of ``source`` and the last one,
+    ``relation``, adds ``p_high_spender``: the same expressions as
+    :func:`compile_model_sql` (so the same parity with onnxruntime), for
+    ``mallscore score --engine sql`` to write with the job's own bookkeeping.
+    """
+    compiled = _compile(card, onnx_bytes)
+    missing = [graph_input for _, graph_input in compiled.inputs if graph_input not in columns]
+    if missing:
+        raise ConfigError(f"no source column for the graph inputs {missing}")
+    inputs = ",\n        ".join(f"{_input_expr(columns[graph_input])} as {name}" for name, graph_input in compiled.inputs)
+    ctes = [f"{prefix}inputs as (\n    select\n        *,\n        {inputs}\n    from {_quote(source)}\n)"]
+    steps, previous = _step_ctes(compiled, prefix + "inputs", prefix, "duckdb")
+    ctes += steps
+    relation = prefix + "scored"
+    ctes.append(f"{relation} as (\n    select *, {compiled.p_expr} as p_high_spender\n    from {previous}\n)")
+    return ",\n\n".join(ctes), relation
 
 
 def export_sql(models_dir, version: str | None = None, dialect: str = "duckdb", spec: str = "default") -> str:

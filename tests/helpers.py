@@ -40,7 +40,7 @@ def fill_segments(con, run_id: str, model_version: str = "m1") -> None:
     n = con.execute("select count(*) from segments").fetchall()[0][0]
     con.execute("delete from scoring_runs where run_id = ?", [run_id])
     con.execute(
-        "insert into scoring_runs values (?, 'nightly', timestamp '2026-11-27 01:00:00', timestamp '2026-11-27 01:00:05',"
+        "insert into scoring_runs (run_id, mode, started_at, finished_at, status, model_version, model_sha256, rows_read, rows_scored, rows_rejected, error) values (?, 'nightly', timestamp '2026-11-27 01:00:00', timestamp '2026-11-27 01:00:05',"
         " 'ok', ?, 'abc123', ?, ?, 0, null)",
         [run_id, model_version, n, n],
     )

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import typer
 
-from mallscore.cli._common import cli_errors, emit_json, is_terminal, settings_from
+from mallscore.cli._common import cli_errors, emit_json, fail, is_terminal, settings_from
 from mallscore.cli.app import app
 
 _LOCK_HELP = "Seconds to wait for the warehouse lock before exit 75 [env MALLSCORE_LOCK_TIMEOUT; default 60]."
@@ -42,6 +42,8 @@ def summary_line(run: dict) -> str:
         f"run {run['run_id']} {run['status']}: {run['rows_read']:,} read, {run['rows_scored']:,} scored, "
         f"{run['rows_rejected']:,} rejected in {run['seconds']['total']:.2f}s with model {run['model_version']}"
         + (f"; snapshot {run['snapshot']}" if run.get("snapshot") else "")
+        + (f"; published {run['remote_publish']['rows']:,} segments to {run['remote_publish']['table']}"
+           if (run.get("remote_publish") or {}).get("status") == "published" else "")
     )
 
 
@@ -54,24 +56,34 @@ def score(
     json_out: bool = typer.Option(False, "--json", help="Print the run's row as one JSON object, with seconds per phase."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (there is none off a terminal either)."),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
+    engine: str = typer.Option("onnx", "--engine", metavar="onnx|sql",
+                               help="onnx: onnxruntime (default); sql: the model compiled to SQL, scored inside DuckDB."),
 ) -> None:
     """Score the customers that need it (new, changed, or scored by another model) into segments.
 
     One run is one transaction: segments, history, rejected rows and the run's
     row in scoring_runs appear together or not at all. After it commits, the
-    analyst snapshot is published. Exit 75 when the warehouse stays locked, 78 for
-    a missing or tampered model or one needing a feature the warehouse lacks,
-    130/143 when interrupted (rolled back).
+    analyst snapshot is published, and, when MALLSCORE_PUBLISH_URL is set, the
+    segments are published there (table MALLSCORE_PUBLISH_TABLE). Exit 75 when
+    the warehouse stays locked, 78 for a missing or tampered model or one needing
+    a feature the warehouse lacks, 130/143 when interrupted (rolled back); when
+    only the publishing fails, the run stays committed and the exit code is the
+    publish error's (75 or 78).
     """
+    from mallscore.publish import publish_after_run
     from mallscore.scoring import score_customers
 
     settings = settings_from(ctx, lock_timeout=lock_timeout)
     with _progress_bar(is_terminal() and not quiet and not json_out) as progress:
-        run = score_customers(settings, mode="all" if all_customers else "nightly", model_version=model, progress=progress)
+        run = score_customers(settings, mode="all" if all_customers else "nightly", model_version=model, progress=progress,
+                              engine=engine.lower())
+    run["remote_publish"] = remote = publish_after_run(settings, run["run_id"])
     if json_out:
         emit_json(run)
     else:
         typer.echo(summary_line(run))
+    if remote is not None and remote["status"] == "failed":
+        raise fail(remote["message"], remote["exit_code"])
 
 
 def _customer_line(c: dict) -> str:

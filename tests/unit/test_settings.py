@@ -33,3 +33,25 @@ def test_importing_the_package_does_no_work(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == []  # no warehouse or models folder created on import
+
+
+def test_the_jobs_duckdb_memory_limit_comes_from_the_environment() -> None:
+    from mallscore.settings import DEFAULT_MEMORY_LIMIT
+
+    assert load_settings({}).memory_limit == DEFAULT_MEMORY_LIMIT
+    assert load_settings({"MALLSCORE_MEMORY_LIMIT": "2GB"}).memory_limit == "2GB"
+    assert load_settings({"MALLSCORE_MEMORY_LIMIT": "default"}).memory_limit == "default"
+    with pytest.raises(UsageError, match="MALLSCORE_MEMORY_LIMIT"):
+        load_settings({"MALLSCORE_MEMORY_LIMIT": "64MB'; attach 'x"})
+
+
+def test_the_memory_limit_reaches_the_jobs_connection(tmp_path) -> None:
+    from mallscore.scoring import open_job_connection
+
+    settings = load_settings({"MALLSCORE_MEMORY_LIMIT": "100MB"}, warehouse=tmp_path / "w.duckdb")
+    con = open_job_connection(settings)
+    try:
+        limit = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    finally:
+        con.close()
+    assert limit.replace(" ", "").upper() in ("95.3MIB", "100.0MB", "100MB")
