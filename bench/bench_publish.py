@@ -17,6 +17,7 @@ PostgreSQL server binaries). Prints medians and the ratio (target >= 10x).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -74,8 +75,8 @@ def run_mallscore(con, url: str) -> float:
 def main() -> None:
     """Parse options, run both sides alternately, print medians and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_PUBLISH_ROWS", 1_000_000)))
+    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
     parser.add_argument("--url", help="an existing PostgreSQL database (default: start a throw-away server)")
     args = parser.parse_args()
 

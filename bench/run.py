@@ -27,6 +27,7 @@ QUICK = {
     "BENCH_NOTEBOOK_ROWS": "20000",
     "BENCH_RESCORE_REPEATS": "3",
     "BENCH_TRAIN_BUDGET": "quick",
+    "BENCH_PUBLISH_ROWS": "100000",
 }
 
 
@@ -51,6 +52,7 @@ def main() -> None:
         spec.loader.exec_module(module)
         started = time.perf_counter()
         print(f"== {path.stem} ==", flush=True)
+        sys.argv = [str(path)]  # each benchmark parses its own (empty) command line; sizes come from BENCH_*
         module.main()
         print(f"   ({time.perf_counter() - started:.0f}s)", flush=True)
     sys.stdout.flush()
