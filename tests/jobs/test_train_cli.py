@@ -76,7 +76,7 @@ def test_default_trains_registers_and_becomes_champion(warehouse, settings):
     assert card["tiers"][-1]["min_p"] == 0 and [t["min_score"] for t in card["tiers"]] == [75, 51, 35, 1]
     mins = [t["min_p"] for t in card["tiers"]]
     assert mins == sorted(mins, reverse=True)
-    assert card["training_data"]["rows"] == 300
+    assert card["training_data"]["rows"] == 300 and card["training_data"]["population_rows"] == 300
 
     # the card is enough to score: inputs by name, probability output, threshold
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])

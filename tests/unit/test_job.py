@@ -64,3 +64,21 @@ def test_read_training_set_without_the_view_is_input_missing(tmp_path):
     with pytest.raises(InputMissingError, match="mallscore features"):
         read_training_set(con, SPEC)
     con.close()
+
+
+def test_a_large_training_set_is_sampled_deterministically(con):
+    from mallscore.specs import get_spec
+    from mallscore.synth import synth_customers
+    from mallscore.training.job import read_training_set
+
+    synth_customers(con, 300, seed=4)
+    spec = get_spec("default")
+    whole = read_training_set(con, spec)
+    first = read_training_set(con, spec, max_rows=100)
+    again = read_training_set(con, spec, max_rows=100)
+    assert len(whole) == 300 and whole.attrs["population_rows"] == 300
+    assert len(first) == 100 and first.attrs["population_rows"] == 300
+    assert first.equals(again)
+    assert first.customer_id.is_monotonic_increasing and first.customer_id.is_unique
+    assert 0.25 < first.high_spender.mean() < 0.75  # a spread sample, not the first ids
+    assert first.customer_id.max() > 200
