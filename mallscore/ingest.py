@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import json
 import re
 import secrets
 import sys
@@ -119,7 +118,8 @@ def _sniff_encoding_and_shape(path: Path) -> str:
     if controls > len(head) * 0.01:
         raise BadInputError(f"{path}: binary data (control bytes), not a CSV text file")
     try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(head[: len(head) - 4] if len(head) == 65536 else head, final=len(head) < 65536)
+        # not final: a multi-byte character cut at the end of the block is not an error
+        codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
         return "utf-8-sig"
     except UnicodeDecodeError:
         return "latin-1"
@@ -306,10 +306,3 @@ def _validate_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: s
     )
     return LoadResult(load_id, int(rows_in), int(loaded), int(rejected), int(inserted), int(updated), int(unchanged), source)
 
-
-def raw_values_of(con: duckdb.DuckDBPyConnection, load_id: str) -> list[dict]:
-    """Rejected rows of one load, for display."""
-    rows = con.execute(
-        "select line_no, reason, raw_values from rejected_rows where load_id = ? order by line_no", [load_id]
-    ).fetchall()
-    return [{"line_no": line, "reason": reason, "raw": json.loads(raw)} for line, reason, raw in rows]

@@ -203,12 +203,3 @@ def label_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     ).fetchall()[0]
     return {"rows": int(rows), "positives": int(positives)}
 
-
-def fetch_one(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> tuple:
-    """Run ``query`` and return its first row, leaving no open result on ``con``.
-
-    DuckDB 2.0 keeps a result open after ``fetchone()``, which blocks the next
-    call on the connection; fetching everything closes it.
-    """
-    rows = con.execute(query, params).fetchall() if params is not None else con.execute(query).fetchall()
-    return rows[0] if rows else ()

@@ -44,3 +44,15 @@ def fill_segments(con, run_id: str, model_version: str = "m1") -> None:
         " 'ok', ?, 'abc123', ?, ?, 0, null)",
         [run_id, model_version, n, n],
     )
+
+
+def labelled_features(n: int = 200, seed: int = 0):
+    """(X, y) shaped like the default spec's features: younger customers are more often high spenders."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 70, n).astype(float)
+    income = rng.integers(15, 137, n).astype(float)
+    female = (rng.random(n) < 0.56).astype(float)
+    y = ((70 - age) / 50 + rng.normal(0, 0.4, n) > 0.5).astype(int)
+    return np.column_stack([age, income, female]), y

@@ -10,21 +10,14 @@ import pytest
 
 from mallscore.errors import ConfigError
 from mallscore.settings import Settings
+from tests.helpers import labelled_features
 from mallscore.specs import get_spec
 from mallscore.training import QUICK, export, train_frame, tuning
 
 
-def _data(n: int = 200, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    age = rng.integers(18, 70, n).astype(float)
-    income = rng.integers(15, 137, n).astype(float)
-    female = (rng.random(n) < 0.56).astype(float)
-    y = ((70 - age) / 50 + rng.normal(0, 0.4, n) > 0.5).astype(int)
-    return np.column_stack([age, income, female]), y
-
 
 def _fitted(preprocessing: str):
-    X, y = _data()
+    X, y = labelled_features(200)
     spec = get_spec("default")
     params = {"preprocessing": preprocessing, "C": 1.0, "l1_ratio": 0.0, "solver": "newton-cholesky",
               "class_weight": None}
@@ -92,7 +85,7 @@ def test_parity_gate_fails_when_conversion_breaks():
 
 
 def _frame(n: int = 200) -> pd.DataFrame:
-    X, y = _data(n, seed=4)
+    X, y = labelled_features(n, seed=4)
     score = np.where(y == 1, 75.0, 25.0)
     return pd.DataFrame({"customer_id": np.arange(1, n + 1), "age": X[:, 0], "annual_income": X[:, 1],
                          "gender_female": X[:, 2], "spending_score": score, "high_spender": y})

@@ -6,6 +6,7 @@ import pytest
 from mallscore.specs import SPECS, get_spec
 from mallscore.training import tuning
 from mallscore.training.budget import FULL, QUICK
+from tests.helpers import labelled_features
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -54,17 +55,9 @@ def test_tie_break_does_not_depend_on_row_order():
     assert chosen["C"] == 0.1 and chosen["l1_ratio"] == 0.0
 
 
-def _data(n: int = 160, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    age = rng.integers(18, 70, n).astype(float)
-    income = rng.integers(15, 137, n).astype(float)
-    female = (rng.random(n) < 0.56).astype(float)
-    y = ((70 - age) / 50 + rng.normal(0, 0.4, n) > 0.5).astype(int)
-    return np.column_stack([age, income, female]), y
-
 
 def test_search_is_deterministic_and_independent_of_grid_order(monkeypatch):
-    X, y = _data()
+    X, y = labelled_features(160)
     spec = get_spec("default")
     budget = QUICK
     first = tuning.tune(X, y, spec, budget)
