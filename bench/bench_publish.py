@@ -44,8 +44,11 @@ def make_warehouse(path: Path, rows: int):
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0)) as p from features_customer)
         """
     )
-    con.execute("insert into scoring_runs (run_id, mode, started_at, finished_at, status, model_version, model_sha256, rows_read, rows_scored, rows_rejected, error) values ('R-bench', 'nightly', now()::timestamp, now()::timestamp, 'ok', "
-                "'bench', 'x', ?, ?, 0, null)", [rows, rows])
+    con.execute(
+        "insert into scoring_runs (run_id, mode, started_at, finished_at, status, model_version, model_sha256, rows_read, rows_scored, rows_rejected, error) values ('R-bench', 'nightly', now()::timestamp, now()::timestamp, 'ok', "
+        "'bench', 'x', ?, ?, 0, null)",
+        [rows, rows],
+    )
     return con
 
 

@@ -68,21 +68,41 @@ def fit_and_register(models_dir: Path):
     from sklearn.preprocessing import StandardScaler
 
     t = generate(20_000, seed=0)
-    x = np.column_stack([t.column("age").to_numpy().astype(float), t.column("annual_income").to_numpy().astype(float),
-                         (t.column("gender").cast("string").to_numpy(zero_copy_only=False) == "Female").astype(float)])
+    x = np.column_stack(
+        [
+            t.column("age").to_numpy().astype(float),
+            t.column("annual_income").to_numpy().astype(float),
+            (t.column("gender").cast("string").to_numpy(zero_copy_only=False) == "Female").astype(float),
+        ]
+    )
     y = (t.column("spending_score").to_numpy() > 50).astype(int)
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
-    onnx_model = convert_sklearn(pipe, initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
-                                 options={id(pipe[-1]): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx_model = convert_sklearn(
+        pipe,
+        initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
+        options={id(pipe[-1]): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     data = onnx_model.SerializeToString()
     card = {
-        "card_format": registry.CARD_FORMAT, "spec": "default", "version": "bench-v1", "feature_table": "features_customer",
-        "features": [{"name": "age", "type": "float32", "min": 12.0, "max": 120.0, "values": None},
-                     {"name": "annual_income", "type": "float32", "min": 0.0, "max": None, "values": None},
-                     {"name": "gender_female", "type": "float32", "min": None, "max": None, "values": [0.0, 1.0]}],
-        "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "inputs": list(FEATURES),
-                 "probability_output": "probabilities"},
-        "threshold": 0.5, "tiers": TIERS, "promotable": True,
+        "card_format": registry.CARD_FORMAT,
+        "spec": "default",
+        "version": "bench-v1",
+        "feature_table": "features_customer",
+        "features": [
+            {"name": "age", "type": "float32", "min": 12.0, "max": 120.0, "values": None},
+            {"name": "annual_income", "type": "float32", "min": 0.0, "max": None, "values": None},
+            {"name": "gender_female", "type": "float32", "min": None, "max": None, "values": [0.0, 1.0]},
+        ],
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "inputs": list(FEATURES),
+            "probability_output": "probabilities",
+        },
+        "threshold": 0.5,
+        "tiers": TIERS,
+        "promotable": True,
     }
     registry.register(models_dir, card, {"model.onnx": data})
     registry.promote(models_dir, "bench-v1", reason="benchmark")
@@ -100,8 +120,9 @@ class Bench:
 
     def warehouse(self, rows: int) -> Settings:
         if rows not in self._warehouses:
-            settings = Settings(warehouse=self.root / f"wh{rows}" / "mallscore.duckdb", models_dir=self.models_dir,
-                                lock_timeout=60)
+            settings = Settings(
+                warehouse=self.root / f"wh{rows}" / "mallscore.duckdb", models_dir=self.models_dir, lock_timeout=60
+            )
             con = connect(settings.warehouse)
             try:
                 con.execute("set enable_progress_bar = false")
@@ -128,8 +149,12 @@ class Bench:
         settings.snapshot.unlink(missing_ok=True)
 
     def env(self, settings: Settings) -> dict:
-        return {**os.environ, "MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(self.models_dir),
-                "PYTHONPATH": str(REPO)}
+        return {
+            **os.environ,
+            "MALLSCORE_WAREHOUSE": str(settings.warehouse),
+            "MALLSCORE_MODELS_DIR": str(self.models_dir),
+            "PYTHONPATH": str(REPO),
+        }
 
     def score(self, settings: Settings) -> tuple[dict, float, int]:
         """One real `mallscore score --json` subprocess: (run row, wall seconds, peak RSS bytes).
@@ -146,8 +171,13 @@ class Bench:
             "print(done.returncode, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
             "print(done.stdout, end='')\n"
         )
-        done = subprocess.run([sys.executable, "-c", launcher, sys.executable, "-m", "mallscore", "score", "--json"],
-                              cwd=REPO, env=self.env(settings), capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", launcher, sys.executable, "-m", "mallscore", "score", "--json"],
+            cwd=REPO,
+            env=self.env(settings),
+            capture_output=True,
+            text=True,
+        )
         first, _, out = done.stdout.partition("\n")
         code, wall, maxrss_kib = first.split()
         if int(code) != 0:
@@ -162,8 +192,10 @@ def ctas_logit_sql(card: dict, pipe) -> tuple[str, dict]:
     """The in-engine baseline: the same probability, tiers and columns in one CREATE TABLE AS."""
     contract = contract_from_card(card)
     scaler, lr = pipe[0], pipe[-1]
-    terms = " + ".join(f"{float(w)!r} * ({name} - {float(m)!r}) / {float(s)!r}"
-                       for name, w, m, s in zip(FEATURES, lr.coef_[0], scaler.mean_, scaler.scale_))
+    terms = " + ".join(
+        f"{float(w)!r} * ({name} - {float(m)!r}) / {float(s)!r}"
+        for name, w, m, s in zip(FEATURES, lr.coef_[0], scaler.mean_, scaler.scale_)
+    )
     sql = f"""
 create table bench_ctas_segments as
 with features as (
@@ -181,7 +213,12 @@ select customer_id, {segment_sql(contract)} as segment, p as p_high_spender, p >
        updated_at as customer_updated_at
 from scored
 """
-    params = {**contract_params(contract), "model_version": contract.version, "run_id": "CTAS", "scored_at": datetime.now()}
+    params = {
+        **contract_params(contract),
+        "model_version": contract.version,
+        "run_id": "CTAS",
+        "scored_at": datetime.now(),
+    }
     return sql, bound(sql, params)
 
 
@@ -210,7 +247,9 @@ def time_notebook(settings: Settings, pipe) -> float:
         started = time.perf_counter()
         frame = pd.read_sql("select * from features_customer", engine)
         p = pipe.predict_proba(frame[list(FEATURES)].to_numpy(dtype=float))[:, 1]
-        out = pd.DataFrame({"customer_id": frame["customer_id"], "p_high_spender": p, "predicted_high_spender": p >= 0.5})
+        out = pd.DataFrame(
+            {"customer_id": frame["customer_id"], "p_high_spender": p, "predicted_high_spender": p >= 0.5}
+        )
         with engine.begin() as conn:
             out.to_sql("segments_notebook", conn, if_exists="replace", index=False)
         return time.perf_counter() - started
@@ -223,8 +262,10 @@ def parity(settings: Settings, sql: str, params: dict) -> float:
     con = connect(settings.warehouse)
     try:
         con.execute(sql, params)
-        diff = con.execute("select max(abs(b.p_high_spender - s.p_high_spender)), count(*) filter (where b.segment <> s.segment) "
-                           "from bench_ctas_segments b join segments s using (customer_id)").fetchall()[0]
+        diff = con.execute(
+            "select max(abs(b.p_high_spender - s.p_high_spender)), count(*) filter (where b.segment <> s.segment) "
+            "from bench_ctas_segments b join segments s using (customer_id)"
+        ).fetchall()[0]
         con.execute("drop table bench_ctas_segments")
     finally:
         con.close()
@@ -249,15 +290,29 @@ def bench_scoring(b: Bench, repeats: int) -> dict:
         walls.append(wall)
     max_dp, segment_diffs = parity(settings, sql, params)
     ours, base, pub = statistics.median(runs), statistics.median(ctas), statistics.median(publishes)
-    print(f"scoring: {rows:,} new customers: mallscore score {ours:.2f}s ({rows / ours / 1e6:.1f} M rows/s; "
-          f"phases of the last run {run['seconds']}) vs duckdb_ctas_logit {base:.2f}s: "
-          f"ratio {ours / base:.2f} (target <= 1.3)")
-    print(f"scoring: snapshot publish {pub:.2f}s = {pub / ours:.2f} of the run's own time (target < 1); "
-          f"whole process incl. imports and publish {statistics.median(walls):.2f}s")
+    print(
+        f"scoring: {rows:,} new customers: mallscore score {ours:.2f}s ({rows / ours / 1e6:.1f} M rows/s; "
+        f"phases of the last run {run['seconds']}) vs duckdb_ctas_logit {base:.2f}s: "
+        f"ratio {ours / base:.2f} (target <= 1.3)"
+    )
+    print(
+        f"scoring: snapshot publish {pub:.2f}s = {pub / ours:.2f} of the run's own time (target < 1); "
+        f"whole process incl. imports and publish {statistics.median(walls):.2f}s"
+    )
     print(f"scoring: sanity: CTAS vs onnxruntime max |dp| {max_dp:.2e}, {segment_diffs} segment difference(s)")
-    return {"rows": rows, "run_s": ours, "ctas_s": base, "ratio": ours / base, "publish_s": pub,
-            "publish_over_run": pub / ours, "wall_s": statistics.median(walls), "max_dp": max_dp,
-            "segment_diffs": segment_diffs, "runs": runs, "ctas": ctas}
+    return {
+        "rows": rows,
+        "run_s": ours,
+        "ctas_s": base,
+        "ratio": ours / base,
+        "publish_s": pub,
+        "publish_over_run": pub / ours,
+        "wall_s": statistics.median(walls),
+        "max_dp": max_dp,
+        "segment_diffs": segment_diffs,
+        "runs": runs,
+        "ctas": ctas,
+    }
 
 
 def bench_notebook(b: Bench, repeats: int) -> dict:
@@ -277,12 +332,20 @@ def bench_notebook(b: Bench, repeats: int) -> dict:
         b.reset(settings)
         notebook.append(time_notebook(settings, b.pipe))
     o, t, n = statistics.median(runs), statistics.median(totals), statistics.median(notebook)
-    print(f"notebook: {rows:,} customers, both in this process with their libraries imported: score_customers "
-          f"{o:.3f}s (open, validate, score, write segments + history + run log, durable commit folded into the "
-          f"file, close; {t:.3f}s with the analyst snapshot copy) vs notebook_pandas (read_sql + predict_proba + "
-          f"to_sql, commit, close) {n:.2f}s: {n / o:.0f}x faster ({n / t:.0f}x with the snapshot; target >= 50x)")
-    return {"rows": rows, "ours_s": o, "ours_with_publish_s": t, "notebook_s": n, "speedup": n / o,
-            "speedup_with_publish": n / t}
+    print(
+        f"notebook: {rows:,} customers, both in this process with their libraries imported: score_customers "
+        f"{o:.3f}s (open, validate, score, write segments + history + run log, durable commit folded into the "
+        f"file, close; {t:.3f}s with the analyst snapshot copy) vs notebook_pandas (read_sql + predict_proba + "
+        f"to_sql, commit, close) {n:.2f}s: {n / o:.0f}x faster ({n / t:.0f}x with the snapshot; target >= 50x)"
+    )
+    return {
+        "rows": rows,
+        "ours_s": o,
+        "ours_with_publish_s": t,
+        "notebook_s": n,
+        "speedup": n / o,
+        "speedup_with_publish": n / t,
+    }
 
 
 def bench_memory(b: Bench, repeats: int) -> dict:
@@ -297,10 +360,17 @@ def bench_memory(b: Bench, repeats: int) -> dict:
             values.append(b.score(settings)[2])
         peaks[rows] = statistics.median(values)
     growth = peaks[large_rows] / peaks[small_rows]
-    print(f"memory: peak RSS of mallscore score: {small_rows:,} customers {peaks[small_rows] / 2**20:.0f} MiB, "
-          f"{large_rows:,} customers {peaks[large_rows] / 2**20:.0f} MiB: growth {growth:.2f}x (target <= 1.2x)")
-    return {"small_rows": small_rows, "large_rows": large_rows, "small_mib": peaks[small_rows] / 2**20,
-            "large_mib": peaks[large_rows] / 2**20, "growth": growth}
+    print(
+        f"memory: peak RSS of mallscore score: {small_rows:,} customers {peaks[small_rows] / 2**20:.0f} MiB, "
+        f"{large_rows:,} customers {peaks[large_rows] / 2**20:.0f} MiB: growth {growth:.2f}x (target <= 1.2x)"
+    )
+    return {
+        "small_rows": small_rows,
+        "large_rows": large_rows,
+        "small_mib": peaks[small_rows] / 2**20,
+        "large_mib": peaks[large_rows] / 2**20,
+        "growth": growth,
+    }
 
 
 def bench_rescore(b: Bench, repeats: int) -> dict:
@@ -313,8 +383,13 @@ def bench_rescore(b: Bench, repeats: int) -> dict:
     ours, sklearn = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "mallscore", "rescore", str(customer)], cwd=REPO, env=b.env(settings),
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "mallscore", "rescore", str(customer)],
+            cwd=REPO,
+            env=b.env(settings),
+            capture_output=True,
+            text=True,
+        )
         ours.append(time.perf_counter() - started)
         if done.returncode != 0:
             raise SystemExit(f"mallscore rescore failed: {done.stderr.strip()}")
@@ -322,8 +397,10 @@ def bench_rescore(b: Bench, repeats: int) -> dict:
         subprocess.run([sys.executable, "-c", "import sklearn"], check=True)
         sklearn.append(time.perf_counter() - started)
     o, s = statistics.median(ours), statistics.median(sklearn)
-    print(f"rescore: `mallscore rescore {customer}` on {rows:,} customers, whole process {o:.3f}s vs "
-          f"python -c 'import sklearn' {s:.3f}s: ratio {o / s:.2f} (target < 1)")
+    print(
+        f"rescore: `mallscore rescore {customer}` on {rows:,} customers, whole process {o:.3f}s vs "
+        f"python -c 'import sklearn' {s:.3f}s: ratio {o / s:.2f} (target < 1)"
+    )
     return {"rows": rows, "rescore_s": o, "import_sklearn_s": s, "ratio": o / s}
 
 

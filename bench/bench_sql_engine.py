@@ -87,15 +87,18 @@ def main() -> None:
         diff, labels, n = check.execute(
             "select max(abs(s.p_high_spender - o.p_high_spender)), count(*) filter (where s.segment <> o.segment "
             "or s.predicted_high_spender <> o.predicted_high_spender), count(*) "
-            "from segments s join segments_onnx o using (customer_id)").fetchall()[0]
+            "from segments s join segments_onnx o using (customer_id)"
+        ).fetchall()[0]
         check.close()
     m = {k: statistics.median(v) for k, v in times.items()}
     print(f"sql engine: {args.rows:,} customers (all new; no snapshot), median of {args.repeats}:")
     print(f"  score --engine onnx (onnxruntime) : {m['onnx']:8.2f} s  ({args.rows / m['onnx']:,.0f} rows/s)")
     print(f"  score --engine sql  (in DuckDB)   : {m['sql']:8.2f} s  ({args.rows / m['sql']:,.0f} rows/s)")
     print(f"  bare exported SQL (create as)     : {m['ctas']:8.2f} s")
-    print(f"  sql engine / onnx engine: {m['sql'] / m['onnx']:.2f}; sql engine / bare SQL: {m['sql'] / m['ctas']:.2f}; "
-          f"{n:,} customers compared, max |dp| {diff:.2e}, {labels} segment or label difference(s)")
+    print(
+        f"  sql engine / onnx engine: {m['sql'] / m['onnx']:.2f}; sql engine / bare SQL: {m['sql'] / m['ctas']:.2f}; "
+        f"{n:,} customers compared, max |dp| {diff:.2e}, {labels} segment or label difference(s)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours = statistics.median(time_synth(Path(tmp), rows) for _ in range(repeats))
         base = statistics.median(time_baseline(Path(tmp), rows) for _ in range(repeats))
-    print(f"synth: {rows:,} new customers into the warehouse: median {ours:.2f}s "
-          f"({rows / ours / 1e6:.1f} M rows/s); baseline duckdb_range_insert {base:.2f}s; ratio {ours / base:.2f}x")
+    print(
+        f"synth: {rows:,} new customers into the warehouse: median {ours:.2f}s "
+        f"({rows / ours / 1e6:.1f} M rows/s); baseline duckdb_range_insert {base:.2f}s; ratio {ours / base:.2f}x"
+    )
 
 
 if __name__ == "__main__":

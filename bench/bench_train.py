@@ -50,10 +50,24 @@ def prepare(tmp: Path) -> tuple[Path, str]:
 
 
 def run_train(warehouse: Path, models: Path, spec: str) -> tuple[float, dict]:
-    env = {**os.environ, "MALLSCORE_WAREHOUSE": str(warehouse), "MALLSCORE_MODELS_DIR": str(models),
-           "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "mallscore", "train", "--spec", spec, "--json", "--no-promote",
-            "--budget", os.environ.get("BENCH_TRAIN_BUDGET", "full")]
+    env = {
+        **os.environ,
+        "MALLSCORE_WAREHOUSE": str(warehouse),
+        "MALLSCORE_MODELS_DIR": str(models),
+        "PYTHONPATH": str(REPO),
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "mallscore",
+        "train",
+        "--spec",
+        spec,
+        "--json",
+        "--no-promote",
+        "--budget",
+        os.environ.get("BENCH_TRAIN_BUDGET", "full"),
+    ]
     if spec == "seed":
         args.append("--allow-leakage")
     start = time.perf_counter()
@@ -89,16 +103,22 @@ def main() -> None:
             wall, result = run_train(warehouse, tmp / "models", spec)
             timings = result["timings"]
             baseline = notebook_baseline(warehouse, spec)
-            print(f"\nspec {spec}: {result['n_configs']} configurations, nested-CV ROC-AUC "
-                  f"{result['nested_cv_roc_auc']['mean']:.3f} +- {result['nested_cv_roc_auc']['std']:.3f}")
-            print(f"  wall time of `mallscore train` {wall:6.1f} s   (target < 60 s: {'ok' if wall < 60 else 'MISSED'})")
+            print(
+                f"\nspec {spec}: {result['n_configs']} configurations, nested-CV ROC-AUC "
+                f"{result['nested_cv_roc_auc']['mean']:.3f} +- {result['nested_cv_roc_auc']['std']:.3f}"
+            )
+            print(
+                f"  wall time of `mallscore train` {wall:6.1f} s   (target < 60 s: {'ok' if wall < 60 else 'MISSED'})"
+            )
             print(f"  imports + CLI + data read      {wall - timings['total']:6.1f} s")
             for stage in STAGES:
                 t = timings.get(stage, 0.0)
                 print(f"  {stage:<30} {t:6.1f} s  {100 * t / wall:5.1f}%")
             print(f"    of which tuning search        {timings['tuning_search_cpu']:6.1f} s of one worker")
-            print(f"    of which nested-CV searches   {timings['nested_cv_searches_cpu']:6.1f} s of one worker "
-                  f"(sum of {result['n_outer_folds']} outer folds)")
+            print(
+                f"    of which nested-CV searches   {timings['nested_cv_searches_cpu']:6.1f} s of one worker "
+                f"(sum of {result['n_outer_folds']} outer folds)"
+            )
             print(f"  baseline: notebook's single search {baseline:5.1f} s; train / baseline = {wall / baseline:.1f}x")
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mallscore.errors import ConfigError
 
@@ -25,8 +26,19 @@ OBSERVED_SCORE_COLUMN = "spending_score"
 REQUIRED_COLUMNS = ("customer_id", "updated_at")
 MODES = ("nightly", "all", "adhoc")
 _NUMERIC_TYPES = {
-    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-    "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "BOOLEAN",
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "BOOLEAN",
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -105,7 +117,9 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
             raise ConfigError(f"{where}: feature name {name!r} is not a plain column name")
         ftype = item.get("type", "float32")
         if ftype not in SUPPORTED_TYPES:
-            raise ConfigError(f"{where}: feature {name!r} has type {ftype!r}; scoring supports {', '.join(SUPPORTED_TYPES)}")
+            raise ConfigError(
+                f"{where}: feature {name!r} has type {ftype!r}; scoring supports {', '.join(SUPPORTED_TYPES)}"
+            )
         values = item.get("values")
         if values is not None:
             if not isinstance(values, list) or not values:
@@ -126,8 +140,13 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
     tiers = []
     for i, item in enumerate(tiers_raw):
         try:
-            tiers.append(Tier(str(item["name"]), _number(item["min_p"], f"tiers[{i}].min_p"),
-                              _number(item["min_score"], f"tiers[{i}].min_score")))
+            tiers.append(
+                Tier(
+                    str(item["name"]),
+                    _number(item["min_p"], f"tiers[{i}].min_p"),
+                    _number(item["min_score"], f"tiers[{i}].min_score"),
+                )
+            )
         except (KeyError, TypeError):
             raise ConfigError(f"{where}: tiers[{i}] needs name, min_p and min_score") from None
     if any(a.min_p < b.min_p or a.min_score < b.min_score for a, b in zip(tiers, tiers[1:])):
@@ -142,7 +161,9 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
     except (KeyError, TypeError, AttributeError):
         raise ConfigError(f"{where}: 'onnx' must give 'inputs' and 'probability_output'") from None
     if list(inputs) != names:
-        raise ConfigError(f"{where}: ONNX inputs {list(inputs)} do not match the features {names} one for one, in order")
+        raise ConfigError(
+            f"{where}: ONNX inputs {list(inputs)} do not match the features {names} one for one, in order"
+        )
     feature_table = str(card.get("feature_table", "features_customer"))
     if not _IDENTIFIER.match(feature_table):
         raise ConfigError(f"{where}: feature_table {feature_table!r} is not a plain relation name")
@@ -289,7 +310,9 @@ def candidates_sql(
         )
     if mode == "nightly" and rejected:
         joins.append("left join already_rejected using (customer_id)")
-        conditions.append("(already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)")
+        conditions.append(
+            "(already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)"
+        )
     if mode == "adhoc":
         conditions.append("list_contains($ids, features.customer_id)")
     join_text = "\n    ".join(joins)
@@ -329,10 +352,13 @@ def scoring_input_sql(
     contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
 ) -> str:
     """The streamed query: every candidate with its rejection reason; features as float32 only when valid."""
-    return scoring_input_ctes(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected) + """
+    return (
+        scoring_input_ctes(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected)
+        + """
 
 select * from final
 """
+    )
 
 
 def scoring_input_ctes(
@@ -342,7 +368,9 @@ def scoring_input_ctes(
     cols = [quote(feature_column(i)) for i in range(len(contract.features))]
     raw = ", ".join(f"{quote(f.name)} := cast({c} as varchar)" for f, c in zip(contract.features, cols))
     floats = ",\n        ".join(f"case when reason is null then cast({c} as float) end as {c}" for c in cols)
-    return candidates_sql(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected) + f""",
+    return (
+        candidates_sql(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected)
+        + f""",
 
 checked as (
     select *, {validation_sql(contract, [feature_column(i) for i in range(len(contract.features))])} as reason
@@ -359,6 +387,7 @@ final as (
         {floats}
     from checked
 )"""
+    )
 
 
 def segment_insert_sql(contract: Contract, source: str, ctes: str = "", p: str = "p") -> str:

@@ -34,7 +34,9 @@ MASK = "***"
 CONNECT_TIMEOUT_S = 10
 _SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_KEYVALUE = re.compile(r"(?i)\b(?P<key>" + "|".join(_SECRET_KEYS) + r")(?P<sep>\s*=\s*|%3D)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)")
+_KEYVALUE = re.compile(
+    r"(?i)\b(?P<key>" + "|".join(_SECRET_KEYS) + r")(?P<sep>\s*=\s*|%3D)(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,]+)"
+)
 
 # A table name from the command line: [schema.]name, plain identifiers only, short
 # enough that "<name>__stage_xxxxxxxx" and "<name>_runs" still fit PostgreSQL's 63 bytes.
@@ -51,9 +53,19 @@ _CONFIG_SQLSTATES = {
     "2BP01": "other objects (views?) depend on the target table; drop them or publish to another table",
 }
 _RETRY_TEXT = (
-    "connection refused", "timeout expired", "timed out", "could not connect", "server closed the connection",
-    "network is unreachable", "no route to host", "connection reset", "the database system is starting up",
-    "the database system is shutting down", "too many clients", "database is locked", "lock timeout",
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "could not connect",
+    "server closed the connection",
+    "network is unreachable",
+    "no route to host",
+    "connection reset",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "too many clients",
+    "database is locked",
+    "lock timeout",
     "canceling statement due to lock timeout",
 )
 _CONFIG_TEXT = (
@@ -69,7 +81,7 @@ _CONFIG_TEXT = (
 )
 
 
-def mask_url(url: str | "URL" | None) -> str:
+def mask_url(url: str | URL | None) -> str:
     """The URL with its password (and any password-like query value) replaced by ``***``."""
     if url is None:
         return ""
@@ -89,7 +101,7 @@ def _password_forms(password: str) -> set[str]:
     return {f for f in forms if len(f) >= 3}
 
 
-def scrub(text: str, *urls: str | "URL" | None) -> str:
+def scrub(text: str, *urls: str | URL | None) -> str:
     """``text`` with passwords removed: those of ``urls`` (raw and URL-quoted), user:pw@ and password=..."""
     for url in urls:  # known passwords first: a raw '@' in one would confuse the patterns below
         password = _password_of(url)
@@ -100,7 +112,7 @@ def scrub(text: str, *urls: str | "URL" | None) -> str:
     return _KEYVALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
 
 
-def _password_of(url: str | "URL" | None) -> str | None:
+def _password_of(url: str | URL | None) -> str | None:
     if url is None:
         return None
     try:
@@ -126,19 +138,21 @@ def resolve_url(url: str | None, env_var: str, what: str, env: dict[str, str] | 
     env = os.environ if env is None else env
     chosen = url or env.get(env_var) or ""
     if not chosen.strip():
-        raise UsageError(f"no {what} database: pass a URL or set {env_var} (keep the password out of the URL: "
-                         "use PGPASSWORD or ~/.pgpass)")
+        raise UsageError(
+            f"no {what} database: pass a URL or set {env_var} (keep the password out of the URL: "
+            "use PGPASSWORD or ~/.pgpass)"
+        )
     return chosen.strip()
 
 
-def parse_url(url: str) -> "URL":
+def parse_url(url: str) -> URL:
     """Parse a SQLAlchemy URL; ``postgresql://`` / ``postgres://`` select psycopg 3."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     text = url.strip()
     if text.startswith("postgres://"):
-        text = "postgresql://" + text[len("postgres://"):]
+        text = "postgresql://" + text[len("postgres://") :]
     try:
         parsed = make_url(text)
     except (ArgumentError, ValueError):
@@ -148,7 +162,7 @@ def parse_url(url: str) -> "URL":
     return parsed
 
 
-def create_engine(url: str) -> "Engine":
+def create_engine(url: str) -> Engine:
     """An engine for ``url`` that pools nothing (no file or server session stays open) and hides bound values."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
@@ -168,7 +182,7 @@ def create_engine(url: str) -> "Engine":
     return engine
 
 
-def _transactional_sqlite(engine: "Engine") -> None:
+def _transactional_sqlite(engine: Engine) -> None:
     """Make SQLite's DDL part of the transaction (the stdlib driver otherwise commits before DDL)."""
     from sqlalchemy import event
 
@@ -181,7 +195,7 @@ def _transactional_sqlite(engine: "Engine") -> None:
         connection.exec_driver_sql("begin")
 
 
-def is_postgres(engine: "Engine") -> bool:
+def is_postgres(engine: Engine) -> bool:
     """True when the engine talks to PostgreSQL through psycopg 3 (the COPY fast path)."""
     return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
@@ -225,7 +239,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(orig).__name__
 
 
-def classify_error(exc: BaseException, url: str | "URL", doing: str) -> MallscoreError:
+def classify_error(exc: BaseException, url: str | URL, doing: str) -> MallscoreError:
     """A driver/SQLAlchemy failure as one masked line: TemporaryError (75) or ConfigError (78).
 
     ``doing`` says what was attempted, e.g. ``"publishing to"``. Integrity

@@ -14,10 +14,10 @@ import csv
 import re
 import secrets
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -61,7 +61,7 @@ class LoadResult:
 
 def new_load_id(now: datetime | None = None) -> str:
     """A sortable, unique load id such as ``L20261127T090000Z-1a2b3c``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"L{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -215,7 +215,9 @@ def _stage(con: duckdb.DuckDBPyConnection, chunks: Iterable[pa.Table]) -> None:
             con.unregister("incoming_chunk")
 
 
-def load_chunks(con: duckdb.DuckDBPyConnection, chunks: Iterable[pa.Table], source: str, load_id: str | None = None) -> LoadResult:
+def load_chunks(
+    con: duckdb.DuckDBPyConnection, chunks: Iterable[pa.Table], source: str, load_id: str | None = None
+) -> LoadResult:
     """Validate and upsert raw rows from any source, all in one transaction."""
     load_id = load_id or new_load_id()
     con.begin()
@@ -251,7 +253,7 @@ def _validate_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: s
         from v join incoming_customers i using (line_no)
         """
     )
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     rows_in, rejected = con.execute(
         "select count(*), count(*) filter (where reason is not null) from validated_customers"
     ).fetchall()[0]
@@ -301,8 +303,18 @@ def _validate_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: s
     loaded = rows_in - rejected
     con.execute(
         "insert into ingest_loads values ($load_id, $source, $now, $now, $rows, $loaded, $rejected, $ins, $upd, $unch)",
-        {"load_id": load_id, "source": source, "now": now, "rows": rows_in, "loaded": loaded,
-         "rejected": rejected, "ins": inserted, "upd": updated, "unch": unchanged},
+        {
+            "load_id": load_id,
+            "source": source,
+            "now": now,
+            "rows": rows_in,
+            "loaded": loaded,
+            "rejected": rejected,
+            "ins": inserted,
+            "upd": updated,
+            "unch": unchanged,
+        },
     )
-    return LoadResult(load_id, int(rows_in), int(loaded), int(rejected), int(inserted), int(updated), int(unchanged), source)
-
+    return LoadResult(
+        load_id, int(rows_in), int(loaded), int(rejected), int(inserted), int(updated), int(unchanged), source
+    )

@@ -14,9 +14,9 @@ change the source.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -44,9 +44,7 @@ def _text(value: object) -> str | None:
 
 
 def _chunk(rows: Sequence[Sequence[object]], positions: list[int], first_line: int) -> pa.Table:
-    columns = {
-        name: pa.array([_text(row[pos]) for row in rows], pa.string()) for name, pos in zip(COLUMNS, positions)
-    }
+    columns = {name: pa.array([_text(row[pos]) for row in rows], pa.string()) for name, pos in zip(COLUMNS, positions)}
     return pa.table(
         {
             "line_no": pa.array(range(first_line, first_line + len(rows)), pa.int64()),
@@ -61,8 +59,9 @@ def source_label(url: str, table: str | None, query: str | None) -> str:
     return f"db:{mask_url(url)} table={table}" if table else f"db:{mask_url(url)} query"
 
 
-def database_chunks(url: str, *, table: str | None = None, query: str | None = None,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+def database_chunks(
+    url: str, *, table: str | None = None, query: str | None = None, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pa.Table]:
     """Raw text rows of a source table or query as Arrow chunks (``line_no`` + COLUMNS + ``problem``)."""
     import sqlalchemy as sa
 
@@ -96,8 +95,14 @@ def database_chunks(url: str, *, table: str | None = None, query: str | None = N
         engine.dispose()
 
 
-def ingest_database(con: duckdb.DuckDBPyConnection, url: str, *, table: str | None = None,
-                    query: str | None = None, chunk_rows: int = CHUNK_ROWS) -> LoadResult:
+def ingest_database(
+    con: duckdb.DuckDBPyConnection,
+    url: str,
+    *,
+    table: str | None = None,
+    query: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> LoadResult:
     """Load customers from a database table or query, with CSV ingest's rules and quarantine."""
     label = source_label(url, table, query)
     try:

@@ -85,15 +85,21 @@ def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
         record[name] = values[name]
     width = record.dtype.itemsize
     parts: list[pa.Array] = [
-        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(record.tobytes())]).cast(pa.binary())
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(record.tobytes())]).cast(
+            pa.binary()
+        )
     ]
     for name in texts:
         column = batch.column(name).cast(pa.binary())
         lengths = pc.binary_length(column).to_numpy(zero_copy_only=False).astype(">i4")
-        parts.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(pa.binary()))
+        parts.append(
+            pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(
+                pa.binary()
+            )
+        )
         parts.append(column)
     rows = pc.binary_join_element_wise(*parts, b"") if len(parts) > 1 else parts[0]
     if isinstance(rows, pa.ChunkedArray):  # pragma: no cover - compute on arrays returns arrays
         rows = rows.combine_chunks()
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
-    return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]
+    return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]

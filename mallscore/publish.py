@@ -28,12 +28,21 @@ import itertools
 import os
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from mallscore.database import classify_error, create_engine, driver_errors, is_postgres, mask_url, scrub, split_table_name
+from mallscore.database import (
+    classify_error,
+    create_engine,
+    driver_errors,
+    is_postgres,
+    mask_url,
+    scrub,
+    split_table_name,
+)
 from mallscore.errors import EXIT_UNEXPECTED, InputMissingError, MallscoreError
 from mallscore.settings import Settings
 
@@ -102,9 +111,15 @@ def publish_after_run(settings: Settings, run_id: str, env: Mapping[str, str] | 
     except Exception as exc:  # whatever it was, the committed run stands; say so and keep the exit code
         code = exc.exit_code if isinstance(exc, MallscoreError) else EXIT_UNEXPECTED
         error = scrub((str(exc).splitlines() or [type(exc).__name__])[0], url)
-        return {"status": "failed", "target": mask_url(url), "table": table, "exit_code": code, "error": error,
-                "message": f"run {run_id} succeeded and is committed, but publishing its segments to {table} failed "
-                           f"({error}); retry with `mallscore publish`"}
+        return {
+            "status": "failed",
+            "target": mask_url(url),
+            "table": table,
+            "exit_code": code,
+            "error": error,
+            "message": f"run {run_id} succeeded and is committed, but publishing its segments to {table} failed "
+            f"({error}); retry with `mallscore publish`",
+        }
 
 
 def publish_from(
@@ -126,21 +141,27 @@ def publish_from(
     schema, name = split_table_name(table)
     rows, run_ids = _snapshot_counts(con)
     if rows == 0:
-        raise InputMissingError("no segments to publish: the warehouse's segments table is empty (run `mallscore score` first)")
+        raise InputMissingError(
+            "no segments to publish: the warehouse's segments table is empty (run `mallscore score` first)"
+        )
     runs = _run_rows(con, run_ids)
     engine = create_engine(url)
     started = time.perf_counter()
-    published_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    published_at = datetime.now(UTC).replace(tzinfo=None)
     try:
         with engine.begin() as conn:
             if bulk and is_postgres(engine):
                 method = "copy"
-                loaded = _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch)
+                loaded = _publish_postgres(
+                    conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch
+                )
             else:
                 method = "insert"
                 loaded = _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on_batch)
             if loaded != rows:
-                raise InputMissingError(f"segments changed while publishing ({rows} rows counted, {loaded} loaded); nothing was published")
+                raise InputMissingError(
+                    f"segments changed while publishing ({rows} rows counted, {loaded} loaded); nothing was published"
+                )
     except MallscoreError:
         raise
     except driver_errors() as exc:
@@ -171,11 +192,12 @@ def _snapshot_counts(con: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
 
 def _run_rows(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[tuple]:
     names = ", ".join(c for c, _ in RUN_COLUMNS[:-1])
-    return con.execute(f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id",
-                       {"ids": run_ids}).fetchall()
+    return con.execute(
+        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id", {"ids": run_ids}
+    ).fetchall()
 
 
-def _segment_batches(con: duckdb.DuckDBPyConnection, batch_rows: int) -> Iterator["pa.RecordBatch"]:
+def _segment_batches(con: duckdb.DuckDBPyConnection, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Segments as Arrow batches, streamed through a cursor so ``con`` stays usable."""
     names = ", ".join(c for c, _ in SEGMENT_COLUMNS)
     cursor = con.cursor()
@@ -202,8 +224,11 @@ def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout,
         cur.execute("select pg_advisory_xact_lock(hashtext(%s))", [f"mallscore.publish:{qualified}"])
         cur.execute(sql.SQL("create table {} ({})").format(stage, _column_defs(SEGMENT_COLUMNS)))
         loaded = _copy_batches(cur, stage, _segment_batches(con, batch_rows), on_batch)
-        cur.execute(sql.SQL("alter table {} add constraint {} primary key (customer_id)").format(
-            stage, sql.Identifier(stage_name + "_pkey")))
+        cur.execute(
+            sql.SQL("alter table {} add constraint {} primary key (customer_id)").format(
+                stage, sql.Identifier(stage_name + "_pkey")
+            )
+        )
         cur.execute(sql.SQL("analyze {}").format(stage))
         grants = cur.execute(
             """
@@ -216,25 +241,32 @@ def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout,
         ).fetchall()
         for grantee, privilege in grants:
             if privilege in _GRANTABLE:
-                cur.execute(sql.SQL("grant {} on {} to {}").format(
-                    sql.SQL(privilege), stage, sql.SQL("public") if grantee == "PUBLIC" else sql.Identifier(grantee)))
+                cur.execute(
+                    sql.SQL("grant {} on {} to {}").format(
+                        sql.SQL(privilege), stage, sql.SQL("public") if grantee == "PUBLIC" else sql.Identifier(grantee)
+                    )
+                )
         # the swap: waits for readers of the old table at most lock_timeout
         cur.execute(sql.SQL("drop table if exists {}").format(target))
         cur.execute(sql.SQL("alter table {} rename to {}").format(stage, sql.Identifier(name)))
-        cur.execute(sql.SQL("alter table {} rename constraint {} to {}").format(
-            target, sql.Identifier(stage_name + "_pkey"), sql.Identifier(name + "_pkey")))
+        cur.execute(
+            sql.SQL("alter table {} rename constraint {} to {}").format(
+                target, sql.Identifier(stage_name + "_pkey"), sql.Identifier(name + "_pkey")
+            )
+        )
         cur.execute(sql.SQL("create table if not exists {} ({})").format(runs_table, _column_defs(RUN_COLUMNS)))
         cur.execute(sql.SQL("delete from {} where run_id = any(%s)").format(runs_table), [[r[0] for r in runs]])
         if runs:
             cur.executemany(
                 sql.SQL("insert into {} values ({})").format(
-                    runs_table, sql.SQL(", ").join(sql.Placeholder() * len(RUN_COLUMNS))),
+                    runs_table, sql.SQL(", ").join(sql.Placeholder() * len(RUN_COLUMNS))
+                ),
                 [(*r, published_at) for r in runs],
             )
     return loaded
 
 
-def _copy_batches(cur, table, batches: Iterator["pa.RecordBatch"], on_batch: BatchHook | None) -> int:
+def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None) -> int:
     """COPY Arrow batches into ``table``: binary format when every column encodes, else CSV; returns rows."""
     import pyarrow.csv as pacsv
     from psycopg import sql
@@ -249,7 +281,8 @@ def _copy_batches(cur, table, batches: Iterator["pa.RecordBatch"], on_batch: Bat
     binary = pgcopy.encodable(first.schema)
     names = pgcopy.column_order(first.schema) if binary else first.schema.names
     statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
-        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv"))
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv")
+    )
     options = pacsv.WriteOptions(include_header=False)
     loaded = 0
     # the queued writer sends from a thread, so the server parses one batch while we encode the next
@@ -286,15 +319,22 @@ def _sa_tables(metadata, schema: str | None, stage_name: str, runs_name: str):
     import sqlalchemy as sa
 
     types = {
-        "bigint": sa.BigInteger, "text": sa.Text, "double precision": sa.Double, "boolean": sa.Boolean,
+        "bigint": sa.BigInteger,
+        "text": sa.Text,
+        "double precision": sa.Double,
+        "boolean": sa.Boolean,
         "timestamp": sa.DateTime,
     }
 
-    def column(name: str, spec: str) -> "sa.Column":
+    def column(name: str, spec: str) -> sa.Column:
         base = next(t for t in sorted(types, key=len, reverse=True) if spec.startswith(t))
         kind = types[base]() if base != "text" else sa.String(200) if name == "run_id" else sa.Text()
-        return sa.Column(name, kind, nullable="not null" not in spec and "primary key" not in spec,
-                         primary_key=name == "customer_id" or "primary key" in spec)
+        return sa.Column(
+            name,
+            kind,
+            nullable="not null" not in spec and "primary key" not in spec,
+            primary_key=name == "customer_id" or "primary key" in spec,
+        )
 
     stage = sa.Table(stage_name, metadata, *(column(c, t) for c, t in SEGMENT_COLUMNS), schema=schema)
     runs = sa.Table(runs_name, metadata, *(column(c, t) for c, t in RUN_COLUMNS), schema=schema)
@@ -314,7 +354,7 @@ def _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on
     for batch in _segment_batches(con, batch_rows):
         records = batch.to_pylist()
         for start in range(0, len(records), INSERT_CHUNK_ROWS):
-            conn.execute(stage.insert(), records[start:start + INSERT_CHUNK_ROWS])
+            conn.execute(stage.insert(), records[start : start + INSERT_CHUNK_ROWS])
         loaded += batch.num_rows
         if on_batch:
             on_batch(loaded)

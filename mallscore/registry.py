@@ -36,7 +36,7 @@ import os
 import re
 import secrets
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mallscore.errors import BadInputError, ConfigError
@@ -90,7 +90,7 @@ def seal_card(card: dict) -> dict:
 def new_version(spec: str, now: datetime | None = None) -> str:
     """A fresh version name: ``<spec>-<UTC time>-<6 random hex>`` (unique across specs)."""
     validate_name("spec", spec)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return validate_name("version", f"{spec}-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}")
 
 
@@ -171,8 +171,9 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
         for name, data in files.items():
             validate_name("file", name)
             (tmp / name).write_bytes(data)
-        (tmp / CARD_FILE).write_bytes(json.dumps(seal_card(card), indent=2, sort_keys=True,
-                                                 allow_nan=False).encode("utf-8") + b"\n")
+        (tmp / CARD_FILE).write_bytes(
+            json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
+        )
         for child in tmp.iterdir():
             os.chmod(child, FILE_MODE)
         os.chmod(tmp, DIR_MODE)
@@ -194,7 +195,9 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
     try:
         card = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model card {card_path} is not valid JSON ({exc}); retrain or promote another version") from None
+        raise ConfigError(
+            f"model card {card_path} is not valid JSON ({exc}); retrain or promote another version"
+        ) from None
     if not isinstance(card, dict) or card.get("card_format") != CARD_FORMAT:
         raise ConfigError(f"model card {card_path} is not a format-{CARD_FORMAT} card")
     stored = card.get("card_sha256")
@@ -205,8 +208,9 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
         )
     version_dir = card_path.parent
     if card.get("version") != version_dir.name or card.get("spec") != version_dir.parent.name:
-        raise ConfigError(f"model card {card_path} describes {card.get('spec')}/{card.get('version')}, "
-                          f"not the folder it is in")
+        raise ConfigError(
+            f"model card {card_path} describes {card.get('spec')}/{card.get('version')}, not the folder it is in"
+        )
     onnx_info = card.get("onnx") or {}
     if onnx_info.get("file") != MODEL_FILE:
         raise ConfigError(f"model card {card_path} names an unexpected model file {onnx_info.get('file')!r}")
@@ -226,8 +230,11 @@ def _spec_dirs(root: Path) -> list[Path]:
 
 
 def _version_dirs(spec_dir: Path) -> list[Path]:
-    return sorted(p for p in spec_dir.iterdir()
-                  if p.is_dir() and not p.is_symlink() and _NAME.match(p.name) and (p / CARD_FILE).exists())
+    return sorted(
+        p
+        for p in spec_dir.iterdir()
+        if p.is_dir() and not p.is_symlink() and _NAME.match(p.name) and (p / CARD_FILE).exists()
+    )
 
 
 def find_model(models_dir: Path, version: str) -> Path:
@@ -331,16 +338,22 @@ def promotion_decision(new_card: dict, champion_card: dict | None) -> tuple[bool
     noise = math.sqrt(new[1] ** 2 + old[1] ** 2)
     margin = new[0] - old[0]
     if margin < -noise:
-        return False, (f"nested-CV ROC-AUC {new[0]:.3f} is worse than champion {champion_card.get('version')} "
-                       f"({old[0]:.3f}) by more than the noise ({noise:.3f})")
+        return False, (
+            f"nested-CV ROC-AUC {new[0]:.3f} is worse than champion {champion_card.get('version')} "
+            f"({old[0]:.3f}) by more than the noise ({noise:.3f})"
+        )
     return True, (f"nested-CV ROC-AUC {new[0]:.3f} vs champion {old[0]:.3f}: not worse beyond the noise ({noise:.3f})")
 
 
 def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
     spec_dir = _inside(root, spec)
     _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
-    entry = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": version,
-             "previous": previous, "reason": reason}
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": version,
+        "previous": previous,
+        "reason": reason,
+    }
     with _open_private(_inside(root, spec, PROMOTIONS_LOG), os.O_WRONLY | os.O_APPEND) as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")
     _fsync_dir(spec_dir)

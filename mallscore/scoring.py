@@ -23,16 +23,18 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import duckdb
 
 from mallscore.contract import (
     Contract,
+    basis_sql,
     bound,
     candidates_sql,
     check_columns,
@@ -41,11 +43,10 @@ from mallscore.contract import (
     describe_ids,
     feature_column,
     quote,
-    scoring_input_sql,
     scoring_input_ctes,
+    scoring_input_sql,
     segment_insert_sql,
     segment_sql,
-    basis_sql,
 )
 from mallscore.errors import (
     EXIT_SIGINT,
@@ -60,8 +61,18 @@ from mallscore.settings import Settings
 BATCH_ROWS = 1 << 18  # see JOB_SETTINGS: two threads may each hold a batch
 ENGINES = ("onnx", "sql")
 RUN_COLUMNS = (
-    "run_id", "mode", "started_at", "finished_at", "status", "model_version", "model_sha256",
-    "rows_read", "rows_scored", "rows_rejected", "error", "engine",
+    "run_id",
+    "mode",
+    "started_at",
+    "finished_at",
+    "status",
+    "model_version",
+    "model_sha256",
+    "rows_read",
+    "rows_scored",
+    "rows_rejected",
+    "error",
+    "engine",
 )
 _MODEL_SOURCE = "model_source"
 Progress = Callable[[int, int], None]
@@ -97,7 +108,11 @@ def _verified_model(settings: Settings, version: str | None) -> tuple[dict, byte
     """The champion's (or ``version``'s) card and ONNX bytes, both sha256-checked before anything loads."""
     from mallscore import registry
 
-    path = registry.champion_card_path(settings.models_dir) if version is None else registry.card_path(settings.models_dir, version)
+    path = (
+        registry.champion_card_path(settings.models_dir)
+        if version is None
+        else registry.card_path(settings.models_dir, version)
+    )
     return registry.verify_model(path)
 
 
@@ -120,15 +135,21 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ConfigError(f"model {contract.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(
+            f"model {contract.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
+        ) from None
     inputs = {i.name: i for i in session.get_inputs()}
     for name in contract.inputs:
         if name not in inputs:
             raise ConfigError(f"model {contract.version}: the ONNX graph has no input {name!r} that its card lists")
         if inputs[name].type != "tensor(float)":
-            raise ConfigError(f"model {contract.version}: ONNX input {name!r} is {inputs[name].type}, expected tensor(float)")
+            raise ConfigError(
+                f"model {contract.version}: ONNX input {name!r} is {inputs[name].type}, expected tensor(float)"
+            )
     if set(inputs) - set(contract.inputs):
-        raise ConfigError(f"model {contract.version}: the ONNX graph has inputs the card does not list: {sorted(set(inputs) - set(contract.inputs))}")
+        raise ConfigError(
+            f"model {contract.version}: the ONNX graph has inputs the card does not list: {sorted(set(inputs) - set(contract.inputs))}"
+        )
     if contract.probability_output not in {o.name for o in session.get_outputs()}:
         raise ConfigError(f"model {contract.version}: the ONNX graph has no output {contract.probability_output!r}")
     return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), session)
@@ -178,7 +199,9 @@ def _signals_stop_the_run() -> Iterator[dict]:
 
 @dataclass
 class _Timer:
-    seconds: dict = field(default_factory=lambda: {"read_validate": 0.0, "score": 0.0, "write": 0.0, "publish": 0.0, "total": 0.0})
+    seconds: dict = field(
+        default_factory=lambda: {"read_validate": 0.0, "score": 0.0, "write": 0.0, "publish": 0.0, "total": 0.0}
+    )
 
     def add(self, phase: str, since: float) -> float:
         now = time.perf_counter()
@@ -188,12 +211,12 @@ class _Timer:
 
 def new_run_id(now: datetime | None = None) -> str:
     """A sortable, unique run id such as ``R20261127T020000Z-1a2b3c``."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"R{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def feature_columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -218,8 +241,14 @@ def _start_run(con: duckdb.DuckDBPyConnection, run_id: str, mode: str, model: Lo
         con.execute(
             "insert into scoring_runs (run_id, mode, started_at, status, model_version, model_sha256, engine) "
             "values ($run_id, $mode, $started, 'running', $version, $sha, $engine)",
-            {"run_id": run_id, "mode": mode, "started": started, "version": model.version, "sha": model.sha256,
-             "engine": model.engine},
+            {
+                "run_id": run_id,
+                "mode": mode,
+                "started": started,
+                "version": model.version,
+                "sha": model.sha256,
+                "engine": model.engine,
+            },
         )
         con.commit()
     except BaseException:
@@ -238,7 +267,9 @@ def _selection_shape(
     con: duckdb.DuckDBPyConnection, contract: Contract, version: str, catalog: dict[str, dict[str, str]] | None = None
 ) -> dict:
     """What the candidate query must join: a spending score column, current segments, earlier rejections."""
-    columns = catalog.get(contract.feature_table, {}) if catalog is not None else feature_columns(con, contract.feature_table)
+    columns = (
+        catalog.get(contract.feature_table, {}) if catalog is not None else feature_columns(con, contract.feature_table)
+    )
     has_score = check_columns(contract, columns)
     scored, rejected = con.execute(
         "select exists (select 1 from segments), exists (select 1 from rejected_rows inner join scoring_runs "
@@ -319,8 +350,14 @@ def _stream_and_insert(
             progress(0, total)
         reader = reader_con.sql(query, params=bound(query, params)).to_arrow_reader(batch_rows)
         inputs = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-        out_schema = pa.schema([reader.schema.field("customer_id"), reader.schema.field("updated_at"),
-                                reader.schema.field("observed_score"), pa.field("p", pa.float32())])
+        out_schema = pa.schema(
+            [
+                reader.schema.field("customer_id"),
+                reader.schema.field("updated_at"),
+                reader.schema.field("observed_score"),
+                pa.field("p", pa.float32()),
+            ]
+        )
         state = {"scored": 0, "seen": 0, "error": None}
 
         def scored_batches() -> Iterator[Any]:
@@ -346,8 +383,12 @@ def _stream_and_insert(
                         started = timer.add("score", started)
                         state["scored"] += batch.num_rows
                         yield pa.RecordBatch.from_arrays(
-                            [batch.column("customer_id"), batch.column("updated_at"), batch.column("observed_score"),
-                             _as_arrow(p)],
+                            [
+                                batch.column("customer_id"),
+                                batch.column("updated_at"),
+                                batch.column("observed_score"),
+                                _as_arrow(p),
+                            ],
                             schema=out_schema,
                         )
                     if progress is not None:
@@ -397,7 +438,8 @@ def _score_in_engine(
     started = time.perf_counter()
     reject = (
         "insert into rejected_rows (load_id, run_id, line_no, customer_id, raw_values, reason, rejected_at) "
-        + ctes + "\nselect null, $run_id, null, cast(customer_id as varchar), raw_values, reason, $scored_at "
+        + ctes
+        + "\nselect null, $run_id, null, cast(customer_id as varchar), raw_values, reason, $scored_at "
         "from final where reason is not null"
     )
     rejected = int(con.execute(reject, bound(reject, params)).fetchall()[0][0])
@@ -417,7 +459,9 @@ def _as_numpy(array: Any) -> Any:
     import numpy as np
 
     if array.null_count or str(array.type) != "float":
-        raise RuntimeError(f"internal error: expected float32 without nulls, got {array.type} with {array.null_count} null(s)")
+        raise RuntimeError(
+            f"internal error: expected float32 without nulls, got {array.type} with {array.null_count} null(s)"
+        )
     return np.frombuffer(array.buffers()[1], dtype=np.float32, count=len(array), offset=array.offset * 4)
 
 
@@ -577,8 +621,13 @@ def score_customers(
         shape = _selection_shape(con, contract, model.version, catalog)
         run_id = new_run_id()
         started = _utcnow()
-        params = {**contract_params(contract), "model_version": model.version, "run_id": run_id,
-                  "scored_at": started, "ids": [int(i) for i in customer_ids or []]}
+        params = {
+            **contract_params(contract),
+            "model_version": model.version,
+            "run_id": run_id,
+            "scored_at": started,
+            "ids": [int(i) for i in customer_ids or []],
+        }
         with _signals_stop_the_run() as signals:
             try:
                 _start_run(con, run_id, mode, model, started)
@@ -594,8 +643,11 @@ def score_customers(
         spill.close()
         con.close()
     timer.seconds["total"] = time.perf_counter() - t0
-    return {**row, "seconds": {k: round(v, 4) for k, v in timer.seconds.items()},
-            "snapshot": str(snapshot) if snapshot else None}
+    return {
+        **row,
+        "seconds": {k: round(v, 4) for k, v in timer.seconds.items()},
+        "snapshot": str(snapshot) if snapshot else None,
+    }
 
 
 def _run_transaction(
@@ -643,7 +695,8 @@ def _publish(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, si
         if signals["signal"] is None:
             raise
         raise _interrupted(
-            signals, f"run {run_id} was committed, but the analyst snapshot was not published (the next run publishes it)"
+            signals,
+            f"run {run_id} was committed, but the analyst snapshot was not published (the next run publishes it)",
         ) from None
     timer.add("publish", t)
     return path
@@ -700,8 +753,12 @@ def rescore_customers(settings: Settings, customer_ids: Sequence[int], *, write:
     unknown = [i for i in ids if i not in known]
     if not customers:
         raise BadInputError(f"no such customer: {describe_ids(unknown)} (none of the ids is in the warehouse)")
-    return {"model_version": model.version, "run_id": run["run_id"] if run else None,
-            "customers": customers, "unknown": unknown}
+    return {
+        "model_version": model.version,
+        "run_id": run["run_id"] if run else None,
+        "customers": customers,
+        "unknown": unknown,
+    }
 
 
 def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int]) -> list[dict]:
@@ -716,22 +773,39 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, r)) for r in cursor.fetchall()]
     valid = [r for r in rows if r["reason"] is None]
-    result = {r["customer_id"]: {"customer_id": r["customer_id"], "status": "rejected", "reason": r["reason"],
-                                 "p_high_spender": None, "predicted_high_spender": None, "segment": None, "basis": None}
-              for r in rows}
+    result = {
+        r["customer_id"]: {
+            "customer_id": r["customer_id"],
+            "status": "rejected",
+            "reason": r["reason"],
+            "p_high_spender": None,
+            "predicted_high_spender": None,
+            "segment": None,
+            "basis": None,
+        }
+        for r in rows
+    }
     if valid:
-        feeds = {n: np.array([[r[feature_column(i)]] for r in valid], dtype=np.float32) for i, n in enumerate(contract.inputs)}
+        feeds = {
+            n: np.array([[r[feature_column(i)]] for r in valid], dtype=np.float32)
+            for i, n in enumerate(contract.inputs)
+        }
         p = predict(model, feeds)
         seg_query = (
             "with scored as (select cast(unnest($cid) as bigint) as customer_id, cast(unnest($p) as double) as p, "
             "cast(unnest($score) as double) as observed_score) "
             f"select customer_id, p, p >= $threshold, {segment_sql(contract)}, {basis_sql()} from scored"
         )
-        seg_params = {**contract_params(contract), "cid": [r["customer_id"] for r in valid],
-                      "p": [float(x) for x in p], "score": [r["observed_score"] for r in valid]}
+        seg_params = {
+            **contract_params(contract),
+            "cid": [r["customer_id"] for r in valid],
+            "p": [float(x) for x in p],
+            "score": [r["observed_score"] for r in valid],
+        }
         for cid, prob, predicted, segment, basis in con.execute(seg_query, bound(seg_query, seg_params)).fetchall():
-            result[cid].update(status="scored", p_high_spender=prob, predicted_high_spender=predicted,
-                               segment=segment, basis=basis)
+            result[cid].update(
+                status="scored", p_high_spender=prob, predicted_high_spender=predicted, segment=segment, basis=basis
+            )
     return [result[i] for i in sorted(result)]
 
 

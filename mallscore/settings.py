@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
 
 from mallscore.errors import UsageError
 
@@ -34,7 +34,7 @@ class Settings:
         """The analyst snapshot: a separate DuckDB file beside the warehouse."""
         return self.warehouse.with_name(self.warehouse.stem + "_analyst.duckdb")
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with the non-None values in ``changes`` applied."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

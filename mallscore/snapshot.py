@@ -95,8 +95,9 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings) -> Path
     except OSError as exc:
         raise TemporaryError(f"cannot publish the analyst snapshot {target}: {exc.strerror or exc}") from None
     except duckdb.Error as exc:
-        raise TemporaryError(f"the new analyst snapshot does not open ({str(exc).splitlines()[0]}); "
-                             "the previous snapshot was kept") from None
+        raise TemporaryError(
+            f"the new analyst snapshot does not open ({str(exc).splitlines()[0]}); the previous snapshot was kept"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target

@@ -98,8 +98,10 @@ def _quote(identifier: str) -> str:
 
 def _sigmoid(s: str) -> str:
     """A sigmoid that never overflows exp() (PostgreSQL errors on overflow and underflow)."""
-    return (f"(case when {s} >= 0 then 1 / (1 + exp(-least({s}, {_EXP_LIMIT}))) "
-            f"else exp(greatest({s}, -{_EXP_LIMIT})) / (1 + exp(greatest({s}, -{_EXP_LIMIT}))) end)")
+    return (
+        f"(case when {s} >= 0 then 1 / (1 + exp(-least({s}, {_EXP_LIMIT}))) "
+        f"else exp(greatest({s}, -{_EXP_LIMIT})) / (1 + exp(greatest({s}, -{_EXP_LIMIT}))) end)"
+    )
 
 
 class _Compiler:
@@ -127,7 +129,9 @@ class _Compiler:
 
     def tensor(self, name: str, node: Any) -> _Tensor:
         if name not in self.values:
-            raise ModelNotExpressibleError(f"{node.op_type} node {node.name!r} reads {name!r}, which is not a feature-derived tensor")
+            raise ModelNotExpressibleError(
+                f"{node.op_type} node {node.name!r} reads {name!r}, which is not a feature-derived tensor"
+            )
         return self.values[name]
 
     def const(self, name: str, node: Any):
@@ -144,11 +148,15 @@ class _Compiler:
 
         array = np.asarray(self.const(name, node))
         if array.ndim > 2 or (array.ndim == 2 and array.shape[0] != 1):
-            raise ModelNotExpressibleError(f"{node.op_type} node {node.name!r}: constant of shape {array.shape} is not a row")
+            raise ModelNotExpressibleError(
+                f"{node.op_type} node {node.name!r}: constant of shape {array.shape} is not a row"
+            )
         flat = array.reshape(-1)
         if flat.dtype.kind in "fiub":
             return [_literal(v) for v in flat], "float"
-        raise ModelNotExpressibleError(f"{node.op_type} node {node.name!r}: constant of type {flat.dtype} is not supported")
+        raise ModelNotExpressibleError(
+            f"{node.op_type} node {node.name!r}: constant of type {flat.dtype} is not supported"
+        )
 
     @staticmethod
     def broadcast(a: list[str], b: list[str], node: Any) -> tuple[list[str], list[str]]:
@@ -158,7 +166,9 @@ class _Compiler:
             return a * len(b), b
         if len(b) == 1:
             return a, b * len(a)
-        raise ModelNotExpressibleError(f"{node.op_type} node {node.name!r}: cannot broadcast {len(a)} and {len(b)} columns")
+        raise ModelNotExpressibleError(
+            f"{node.op_type} node {node.name!r}: cannot broadcast {len(a)} and {len(b)} columns"
+        )
 
     def emit(self, node: Any, exprs: list[str], kind: str, output: int = 0) -> None:
         names = self.program.materialise(exprs, "v")
@@ -169,7 +179,9 @@ class _Compiler:
     def run(self, node: Any) -> None:
         handler = getattr(self, f"op_{node.op_type}", None)
         if handler is None or node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
-            raise ModelNotExpressibleError(f"the ONNX operator {node.op_type!r} ({node.domain or 'ai.onnx'}) has no SQL form")
+            raise ModelNotExpressibleError(
+                f"the ONNX operator {node.op_type!r} ({node.domain or 'ai.onnx'}) has no SQL form"
+            )
         handler(node, self.attrs(node))
 
     def op_Identity(self, node, attrs):
@@ -177,7 +189,9 @@ class _Compiler:
 
     def op_Concat(self, node, attrs):
         if attrs.get("axis") not in (1, -1):
-            raise ModelNotExpressibleError(f"Concat node {node.name!r} joins along axis {attrs.get('axis')}, not columns")
+            raise ModelNotExpressibleError(
+                f"Concat node {node.name!r} joins along axis {attrs.get('axis')}, not columns"
+            )
         parts = [self.tensor(n, node) for n in node.input]
         kinds = {p.kind for p in parts}
         if len(kinds) != 1:
@@ -193,7 +207,9 @@ class _Compiler:
             part = self.tensor(name, node)
             if part.kind not in ("float", "int"):
                 raise ModelNotExpressibleError(f"FeatureVectorizer node {node.name!r} on {part.kind} input")
-            cols = part.columns[:dim] + [ZERO] * max(dim - len(part.columns), 0)  # truncate / zero-pad as onnxruntime does
+            cols = part.columns[:dim] + [ZERO] * max(
+                dim - len(part.columns), 0
+            )  # truncate / zero-pad as onnxruntime does
             columns += cols if part.kind == "float" else [f"cast({c} as double precision)" for c in cols]
         self.values[node.output[0]] = _Tensor(columns, "float")
 
@@ -208,7 +224,9 @@ class _Compiler:
 
     def op_Gather(self, node, attrs):
         if attrs.get("axis", 0) not in (1, -1):
-            raise ModelNotExpressibleError(f"Gather node {node.name!r} selects along axis {attrs.get('axis', 0)}, not columns")
+            raise ModelNotExpressibleError(
+                f"Gather node {node.name!r} selects along axis {attrs.get('axis', 0)}, not columns"
+            )
         self._select(node, self.tensor(node.input[0], node), self.const(node.input[1], node))
 
     def op_ArrayFeatureExtractor(self, node, attrs):
@@ -264,7 +282,11 @@ class _Compiler:
         offset, scale = (offset * n if len(offset) == 1 else offset), (scale * n if len(scale) == 1 else scale)
         if len(offset) != n or len(scale) != n:
             raise ModelNotExpressibleError(f"Scaler node {node.name!r} has {len(offset)} offsets for {n} columns")
-        self.emit(node, [f"(({c} - {_literal(o)}) * {_literal(s)})" for c, o, s in zip(source.columns, offset, scale)], "float")
+        self.emit(
+            node,
+            [f"(({c} - {_literal(o)}) * {_literal(s)})" for c, o, s in zip(source.columns, offset, scale)],
+            "float",
+        )
 
     def _binary(self, node, symbol: str, kind: str | None = None) -> None:
         a, ka = self.operand(node.input[0], node)
@@ -274,7 +296,9 @@ class _Compiler:
         if "string" in (ka, kb):
             raise ModelNotExpressibleError(f"{node.op_type} node {node.name!r} on strings")
         a, b = self.broadcast(a, b, node)
-        self.emit(node, [f"({x} {symbol} {y})" for x, y in zip(a, b)], kind or ("int" if ka == kb == "int" else "float"))
+        self.emit(
+            node, [f"({x} {symbol} {y})" for x, y in zip(a, b)], kind or ("int" if ka == kb == "int" else "float")
+        )
 
     def op_Add(self, node, attrs):
         self._binary(node, "+")
@@ -320,7 +344,9 @@ class _Compiler:
         source = self.tensor(node.input[0], node)
         if "cats_int64s" in attrs:
             if source.kind != "int":
-                raise ModelNotExpressibleError(f"OneHotEncoder node {node.name!r} on {source.kind} input (cast to int64 first)")
+                raise ModelNotExpressibleError(
+                    f"OneHotEncoder node {node.name!r} on {source.kind} input (cast to int64 first)"
+                )
             cats = [str(int(c)) for c in attrs["cats_int64s"]]
         elif "cats_strings" in attrs:
             if source.kind != "string":
@@ -349,7 +375,9 @@ class _Compiler:
         intercepts = list(attrs.get("intercepts") or [])
         width = len(source.columns)
         if coefficients.size % width:
-            raise ModelNotExpressibleError(f"LinearClassifier node {node.name!r}: {coefficients.size} coefficients for {width} inputs")
+            raise ModelNotExpressibleError(
+                f"LinearClassifier node {node.name!r}: {coefficients.size} coefficients for {width} inputs"
+            )
         rows = coefficients.reshape(-1, width)
         if len(labels) != 2 or rows.shape[0] != 2 or attrs.get("multi_class", 0):
             raise ModelNotExpressibleError(
@@ -411,7 +439,9 @@ def _check_card(card: dict) -> tuple[list[dict], list[str], str, float, list[dic
         threshold = float(card["threshold"])
         tiers = list(card["tiers"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"model card lacks what export-sql needs ({exc!s}): features, onnx, threshold, tiers") from None
+        raise ConfigError(
+            f"model card lacks what export-sql needs ({exc!s}): features, onnx, threshold, tiers"
+        ) from None
     names = [f["name"] for f in features]
     if inputs != names:
         raise ConfigError(f"model card inputs {inputs} do not match its features {names}")
@@ -424,7 +454,9 @@ def _check_card(card: dict) -> tuple[list[dict], list[str], str, float, list[dic
     for f in features:
         _quote(f["name"])
         if f.get("type", "float32") != "float32":
-            raise ModelNotExpressibleError(f"feature {f['name']!r} has type {f.get('type')!r}; export-sql handles float32 features")
+            raise ModelNotExpressibleError(
+                f"feature {f['name']!r} has type {f.get('type')!r}; export-sql handles float32 features"
+            )
     return features, inputs, output, threshold, tiers, table
 
 
@@ -450,7 +482,8 @@ def _needed_nodes(model: Any, output: str) -> list[Any]:
     if output not in producers or output not in [o.name for o in model.graph.output]:
         if any(node.op_type == "ZipMap" for node in model.graph.node):
             raise ModelNotExpressibleError(
-                "the model was exported with a ZipMap (probabilities as a list of dicts); export it with zipmap off")
+                "the model was exported with a ZipMap (probabilities as a list of dicts); export it with zipmap off"
+            )
         raise ModelNotExpressibleError(f"the graph has no output {output!r} (the card's probability output)")
     needed: set[int] = set()
     stack = [output]
@@ -519,8 +552,9 @@ def _compile(card: dict, onnx_bytes: bytes) -> _Compiled:
     column = int(card.get("onnx", {}).get("probability_column", 1))
     if not 0 <= column < len(probabilities.columns):
         raise ConfigError(f"probability_column {column} is outside the {len(probabilities.columns)} output columns")
-    return _Compiled(features, threshold, tiers, table, input_columns, compiler.program.ctes,
-                     probabilities.columns[column])
+    return _Compiled(
+        features, threshold, tiers, table, input_columns, compiler.program.ctes, probabilities.columns[column]
+    )
 
 
 def _input_expr(column: str) -> str:
@@ -560,7 +594,9 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
     steps, previous = _step_ctes(compiled, "inputs", "", dialect)
     ctes += steps
     ctes.append(f"scored as (\n    select customer_id, {compiled.p_expr} as p_high_spender\n    from {previous}\n)")
-    segment = " ".join(f"when p_high_spender >= {_literal(float(t['min_p']))} then {_text(str(t['name']))}" for t in tiers)
+    segment = " ".join(
+        f"when p_high_spender >= {_literal(float(t['min_p']))} then {_text(str(t['name']))}" for t in tiers
+    )
     ctes.append(
         "final as (\n    select\n        customer_id,\n        p_high_spender,\n"
         f"        p_high_spender >= {_literal(threshold)} as predicted_high_spender,\n"
@@ -575,7 +611,9 @@ def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") ->
     return header + "with " + ",\n\n".join(ctes) + "\n\nselect * from final\n"
 
 
-def compile_model_ctes(card: dict, onnx_bytes: bytes, source: str, columns: dict[str, str], prefix: str = "model_") -> tuple[str, str]:
+def compile_model_ctes(
+    card: dict, onnx_bytes: bytes, source: str, columns: dict[str, str], prefix: str = "model_"
+) -> tuple[str, str]:
     """The graph as DuckDB CTEs over ``source`` (rows that already passed the contract); returns (ctes, relation).
 
     ``columns`` maps each graph input (a card feature) to its column in
@@ -588,7 +626,9 @@ def compile_model_ctes(card: dict, onnx_bytes: bytes, source: str, columns: dict
     missing = [graph_input for _, graph_input in compiled.inputs if graph_input not in columns]
     if missing:
         raise ConfigError(f"no source column for the graph inputs {missing}")
-    inputs = ",\n        ".join(f"{_input_expr(columns[graph_input])} as {name}" for name, graph_input in compiled.inputs)
+    inputs = ",\n        ".join(
+        f"{_input_expr(columns[graph_input])} as {name}" for name, graph_input in compiled.inputs
+    )
     ctes = [f"{prefix}inputs as (\n    select\n        *,\n        {inputs}\n    from {_quote(source)}\n)"]
     steps, previous = _step_ctes(compiled, prefix + "inputs", prefix, "duckdb")
     ctes += steps

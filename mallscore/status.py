@@ -16,7 +16,17 @@ def warehouse_status(con: duckdb.DuckDBPyConnection, recent: int = 5) -> dict:
         """,
         [recent],
     ).fetchall()
-    load_cols = ["load_id", "source", "started_at", "rows_in_file", "loaded", "rejected", "inserted", "updated", "unchanged"]
+    load_cols = [
+        "load_id",
+        "source",
+        "started_at",
+        "rows_in_file",
+        "loaded",
+        "rejected",
+        "inserted",
+        "updated",
+        "unchanged",
+    ]
     rejected = con.execute(
         """
         select coalesce(load_id, run_id) as batch, regexp_replace(reason, '"[^"]*"|[0-9.]+', 'x', 'g') as kind, count(*)

@@ -9,7 +9,7 @@ numpy and handed to DuckDB as Arrow, so 10 million rows take seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -79,8 +79,15 @@ def write_csv(table: pa.Table, path: Path) -> None:
     import pyarrow.csv as pacsv
 
     renamed = table.cast(
-        pa.schema([("customer_id", pa.int64()), ("gender", pa.string()), ("age", pa.int32()),
-                   ("annual_income", pa.int64()), ("spending_score", pa.int32())])
+        pa.schema(
+            [
+                ("customer_id", pa.int64()),
+                ("gender", pa.string()),
+                ("age", pa.int32()),
+                ("annual_income", pa.int64()),
+                ("spending_score", pa.int32()),
+            ]
+        )
     ).rename_columns(list(PUBLIC_HEADER))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
@@ -98,7 +105,7 @@ def synth_customers(con: duckdb.DuckDBPyConnection, rows: int, seed: int = 42, *
     from mallscore.ingest import new_load_id
 
     load_id = new_load_id()
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     con.begin()
     try:
         first_id = next_free_id(con)

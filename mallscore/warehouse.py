@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 
@@ -86,7 +86,9 @@ def connect(
     """
     path = Path(path)
     if read_only and not path.exists():
-        raise InputMissingError(f"warehouse {path} does not exist yet: run `mallscore ingest` or `mallscore synth` first")
+        raise InputMissingError(
+            f"warehouse {path} does not exist yet: run `mallscore ingest` or `mallscore synth` first"
+        )
     if not read_only:
         _secure_parent(path)
     config = {} if external_access else {"enable_external_access": "false"}
@@ -118,7 +120,9 @@ def connect(
 
 
 @contextmanager
-def open_warehouse(settings: Settings, *, read_only: bool = False, build_schema: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_warehouse(
+    settings: Settings, *, read_only: bool = False, build_schema: bool = True
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the configured warehouse (building its relations unless read-only) and close it after."""
     con = connect(settings.warehouse, read_only=read_only, lock_timeout=settings.lock_timeout)
     try:
@@ -158,9 +162,12 @@ def _tables_now_views(con: duckdb.DuckDBPyConnection, files: list[SqlFile]) -> N
     A non-empty one is a ConfigError: its rows would be lost, so a person must decide.
     """
     views = {m.group(1) for f in files for m in [_VIEW_DEF.search(f.text)] if m}
-    tables = {r[0] for r in con.execute(
-        "select table_name from duckdb_tables() where database_name = current_database() and schema_name = 'main'"
-    ).fetchall()}
+    tables = {
+        r[0]
+        for r in con.execute(
+            "select table_name from duckdb_tables() where database_name = current_database() and schema_name = 'main'"
+        ).fetchall()
+    }
     for name in sorted(views & tables):
         rows = con.execute(f'select count(*) from "{name}"').fetchall()[0][0]
         if rows:
@@ -202,4 +209,3 @@ def label_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "select count(*), coalesce(sum(high_spender), 0) from labels_high_spender"
     ).fetchall()[0]
     return {"rows": int(rows), "positives": int(positives)}
-

@@ -31,15 +31,29 @@ def con(settings: Settings):
     connection.close()
 
 
-def run_cli(args: list[str], settings: Settings, *, env: dict | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], settings: Settings, *, env: dict | None = None, timeout: float = 300, **kw
+) -> subprocess.CompletedProcess:
     """Run ``python -m mallscore`` in a real subprocess against ``settings``."""
-    full_env = {**os.environ, "MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(settings.models_dir),
-                "MALLSCORE_LOCK_TIMEOUT": str(settings.lock_timeout), "PYTHONPATH": str(REPO)}
+    full_env = {
+        **os.environ,
+        "MALLSCORE_WAREHOUSE": str(settings.warehouse),
+        "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+        "MALLSCORE_LOCK_TIMEOUT": str(settings.lock_timeout),
+        "PYTHONPATH": str(REPO),
+    }
     full_env.pop("MALLSCORE_DEBUG", None)
     if env:
         full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "mallscore", *args], env=full_env, capture_output=True, text=True,
-                          timeout=timeout, cwd=kw.pop("cwd", REPO), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "mallscore", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kw.pop("cwd", REPO),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -71,3 +85,19 @@ def pg_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def score_settings(tmp_path: Path) -> Settings:
+    """Settings for a warehouse and a models folder inside tmp_path (short lock timeout)."""
+    return Settings(warehouse=tmp_path / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=0.5)
+
+
+@pytest.fixture
+def scored_setup(score_settings: Settings) -> Settings:
+    """A warehouse with 300 known + 200 new customers and a champion model v1."""
+    from tests.scoring_support import seed_customers, write_model
+
+    seed_customers(score_settings)
+    write_model(score_settings.models_dir, "v1")
+    return score_settings

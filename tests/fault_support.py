@@ -39,8 +39,14 @@ def big_warehouse(root: Path, customers: int, *, known_share: float = 0.5, seed:
 
 def start_cli(settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen:
     """Start ``python -m mallscore ARGS`` as a real process (stdout/stderr piped)."""
-    return subprocess.Popen([sys.executable, "-m", "mallscore", *args], env=cli_env(settings, **extra_env), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mallscore", *args],
+        env=cli_env(settings, **extra_env),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def size(path: Path) -> int:
@@ -80,15 +86,25 @@ def read_state(path: Path) -> State:
     try:
         rows = con.execute("select run_id, status, rows_scored, rows_rejected, error from scoring_runs").fetchall()
         history = dict(con.execute("select run_id, count(*) from segment_history group by run_id").fetchall())
-        rejected = dict(con.execute(
-            "select run_id, count(*) from rejected_rows where run_id is not null group by run_id").fetchall())
+        rejected = dict(
+            con.execute(
+                "select run_id, count(*) from rejected_rows where run_id is not null group by run_id"
+            ).fetchall()
+        )
         segments = con.execute("select count(*), count(distinct customer_id) from segments").fetchall()[0]
         segment_runs = dict(con.execute("select run_id, count(*) from segments group by run_id").fetchall())
         customers = con.execute("select count(*) from raw_customers").fetchall()[0][0]
     finally:
         con.close()
-    return State({r[0]: (r[1], r[2], r[3]) for r in rows}, history, rejected, tuple(segments), segment_runs, customers,
-                 {r[0]: r[4] for r in rows})
+    return State(
+        {r[0]: (r[1], r[2], r[3]) for r in rows},
+        history,
+        rejected,
+        tuple(segments),
+        segment_runs,
+        customers,
+        {r[0]: r[4] for r in rows},
+    )
 
 
 def assert_all_or_nothing(state: State, where: str) -> None:
@@ -98,7 +114,9 @@ def assert_all_or_nothing(state: State, where: str) -> None:
     for run_id, (status, scored, rejected) in state.runs.items():
         got = (state.history.get(run_id, 0), state.rejected.get(run_id, 0))
         if status == "succeeded":
-            assert got == (scored, rejected), f"{where}: run {run_id} succeeded with {scored}/{rejected} rows, shows {got}"
+            assert got == (scored, rejected), (
+                f"{where}: run {run_id} succeeded with {scored}/{rejected} rows, shows {got}"
+            )
         else:
             assert got == (0, 0), f"{where}: run {run_id} is {status} but {got} of its rows are visible"
 
@@ -106,7 +124,8 @@ def assert_all_or_nothing(state: State, where: str) -> None:
 def assert_one_segment_per_customer(state: State, where: str) -> None:
     """Exactly one segments row per customer."""
     assert state.segments == (state.customers, state.customers), (
-        f"{where}: segments has {state.segments[0]} rows for {state.segments[1]} customers; expected {state.customers}")
+        f"{where}: segments has {state.segments[0]} rows for {state.segments[1]} customers; expected {state.customers}"
+    )
 
 
 def mode(path: Path) -> int:

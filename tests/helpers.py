@@ -6,11 +6,16 @@ from pathlib import Path
 
 from mallscore.settings import Settings
 from mallscore.synth import synth_customers
-from mallscore.warehouse import connect, build
+from mallscore.warehouse import build, connect
 
 
-def warehouse_with_segments(tmp_path: Path, customers: int = 1000, run_id: str = "R20261127T010000Z-aaaaaa",
-                            seed: int = 3, name: str = "wh.duckdb") -> Settings:
+def warehouse_with_segments(
+    tmp_path: Path,
+    customers: int = 1000,
+    run_id: str = "R20261127T010000Z-aaaaaa",
+    seed: int = 3,
+    name: str = "wh.duckdb",
+) -> Settings:
     """A warehouse with ``customers`` synthetic customers, all segmented by one successful run."""
     settings = Settings(warehouse=tmp_path / name, models_dir=tmp_path / "models", lock_timeout=5)
     con = connect(settings.warehouse)

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +62,19 @@ class PgServer:
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    def url(self, user: str = APP_USER, password: str | None = APP_PASSWORD, database: str = DATABASE,
-            driver: str = "postgresql") -> str:
+    def url(
+        self,
+        user: str = APP_USER,
+        password: str | None = APP_PASSWORD,
+        database: str = DATABASE,
+        driver: str = "postgresql",
+    ) -> str:
         """A SQLAlchemy URL for ``user`` (password URL-quoted; None leaves it out)."""
         from sqlalchemy.engine import URL
 
-        return URL.create(driver, username=user, password=password, host="127.0.0.1",
-                          port=self.port, database=database).render_as_string(hide_password=False)
+        return URL.create(
+            driver, username=user, password=password, host="127.0.0.1", port=self.port, database=database
+        ).render_as_string(hide_password=False)
 
     def dsn(self, user: str = SUPERUSER, password: str = SUPERUSER_PASSWORD, database: str = DATABASE) -> str:
         """A libpq connection string for psycopg."""
@@ -78,9 +83,14 @@ class PgServer:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a server binary as the server's user."""
         return subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]], user=self.uid, group=self.gid,
+            [str(self.bin_dir / args[0]), *args[1:]],
+            user=self.uid,
+            group=self.gid,
             extra_groups=[] if self.uid is not None else None,
-            capture_output=True, text=True, check=check, cwd=self.root,
+            capture_output=True,
+            text=True,
+            check=check,
+            cwd=self.root,
         )
 
     def start(self) -> None:
@@ -88,14 +98,41 @@ class PgServer:
         pwfile = self.root / "pw"
         pwfile.write_text(SUPERUSER_PASSWORD + "\n")
         self._own(pwfile)
-        self.run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--pwfile", str(pwfile),
-                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--no-instructions", "--no-sync")
+        self.run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            str(pwfile),
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+            "--no-sync",
+        )
         pwfile.unlink()
         for attempt in range(5):
-            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=64MB")
-            proc = self.run("pg_ctl", "start", "-D", str(self.data_dir), "-w", "-t", "60",
-                            "-l", str(self.root / "server.log"), "-o", options, check=False)
+            options = (
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=64MB"
+            )
+            proc = self.run(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.root / "server.log"),
+                "-o",
+                options,
+                check=False,
+            )
             if proc.returncode == 0:
                 break
             log = (self.root / "server.log").read_text(errors="replace") if (self.root / "server.log").exists() else ""
@@ -143,8 +180,10 @@ def start_server() -> PgServer:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
-            raise LookupError("running as root and no 'postgres' system user to run the server as "
-                              "(apt-get install postgresql creates it)") from None
+            raise LookupError(
+                "running as root and no 'postgres' system user to run the server as "
+                "(apt-get install postgresql creates it)"
+            ) from None
         uid, gid = user.pw_uid, user.pw_gid
     root = Path(tempfile.mkdtemp(prefix="mallscore-pg-"))
     os.chmod(root, 0o700)

@@ -3,7 +3,7 @@
 Models are real: scikit-learn StandardScaler + LogisticRegression fitted on
 synthetic customers, converted with skl2onnx (one float32 input per feature, no
 zipmap), with a card in the model contract's format and a correct sha256.
-Test modules import the fixtures they use from here.
+The fixtures score_settings and scored_setup live in conftest.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from mallscore import registry
 from mallscore.settings import Settings
@@ -36,11 +34,13 @@ def training_rows(n: int = 3000, seed: int = 0):
     from mallscore.synth import generate
 
     t = generate(n, seed)
-    x = np.column_stack([
-        t.column("age").to_numpy().astype(float),
-        t.column("annual_income").to_numpy().astype(float),
-        (t.column("gender").cast("string").to_numpy(zero_copy_only=False) == "Female").astype(float),
-    ])
+    x = np.column_stack(
+        [
+            t.column("age").to_numpy().astype(float),
+            t.column("annual_income").to_numpy().astype(float),
+            (t.column("gender").cast("string").to_numpy(zero_copy_only=False) == "Female").astype(float),
+        ]
+    )
     y = (t.column("spending_score").to_numpy() > 50).astype(int)
     return x, y
 
@@ -92,8 +92,13 @@ def write_model(
         "version": version,
         "feature_table": "features_customer",
         "features": [
-            {"name": name, "type": "float32", "min": ranges.get(name, (None, None))[0], "max": ranges.get(name, (None, None))[1],
-             "values": [0.0, 1.0] if name == "gender_female" else None}
+            {
+                "name": name,
+                "type": "float32",
+                "min": ranges.get(name, (None, None))[0],
+                "max": ranges.get(name, (None, None))[1],
+                "values": [0.0, 1.0] if name == "gender_female" else None,
+            }
             for name in features
         ],
         "onnx": {
@@ -143,8 +148,13 @@ def query(settings: Settings, sql: str, params: object = None) -> list[tuple]:
 
 def cli_env(settings: Settings, **extra: str) -> dict:
     """Environment for a real ``python -m mallscore`` subprocess against ``settings``."""
-    env = {**os.environ, "MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(settings.models_dir),
-           "MALLSCORE_LOCK_TIMEOUT": str(settings.lock_timeout), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "MALLSCORE_WAREHOUSE": str(settings.warehouse),
+        "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+        "MALLSCORE_LOCK_TIMEOUT": str(settings.lock_timeout),
+        "PYTHONPATH": str(REPO),
+    }
     env.pop("MALLSCORE_DEBUG", None)
     env.update(extra)
     return env
@@ -152,19 +162,11 @@ def cli_env(settings: Settings, **extra: str) -> dict:
 
 def run_cli(settings: Settings, *args: object, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess and return the completed process."""
-    return subprocess.run([sys.executable, "-m", "mallscore", *map(str, args)], env=cli_env(settings, **extra_env),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
-@pytest.fixture
-def score_settings(tmp_path: Path) -> Settings:
-    """Settings for a warehouse and a models folder inside tmp_path (short lock timeout)."""
-    return Settings(warehouse=tmp_path / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=0.5)
-
-
-@pytest.fixture
-def scored_setup(score_settings: Settings) -> Settings:
-    """A warehouse with 300 known + 200 new customers and a champion model v1."""
-    seed_customers(score_settings)
-    write_model(score_settings.models_dir, "v1")
-    return score_settings
+    return subprocess.run(
+        [sys.executable, "-m", "mallscore", *map(str, args)],
+        env=cli_env(settings, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )

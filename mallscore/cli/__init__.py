@@ -4,11 +4,11 @@ Each area registers its commands on the shared ``app`` from its own module;
 importing this package wires them all up.
 """
 
-from mallscore.cli.app import app, main
 from mallscore.cli import data as _data  # noqa: F401  (ingest, synth, features, status, demo)
 from mallscore.cli import ops as _ops  # noqa: F401  (backup, restore)
 from mallscore.cli import publish as _publish  # noqa: F401  (publish, export-sql)
 from mallscore.cli import score as _score  # noqa: F401  (score, rescore, runs)
 from mallscore.cli import train as _train  # noqa: F401  (train, models list|show|promote)
+from mallscore.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,15 +33,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    warehouse: Optional[Path] = typer.Option(
-        None, "--warehouse", metavar="PATH",
+    warehouse: Path | None = typer.Option(
+        None,
+        "--warehouse",
+        metavar="PATH",
         help="DuckDB warehouse file [env MALLSCORE_WAREHOUSE; default warehouse/mallscore.duckdb].",
     ),
-    models_dir: Optional[Path] = typer.Option(
-        None, "--models-dir", metavar="PATH",
+    models_dir: Path | None = typer.Option(
+        None,
+        "--models-dir",
+        metavar="PATH",
         help="Folder of versioned models [env MALLSCORE_MODELS_DIR; default models/].",
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Global options apply to every command."""
     ctx.obj = {"warehouse": warehouse, "models_dir": models_dir}

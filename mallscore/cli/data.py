@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,16 +14,23 @@ from mallscore.cli.app import app
 @cli_errors
 def ingest(
     ctx: typer.Context,
-    file: Optional[Path] = typer.Argument(
-        None, help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."),
-    source: Optional[str] = typer.Option(
-        None, "--from", metavar="URL",
-        help="Read from a database instead: a SQLAlchemy URL such as postgresql://user@host/db "
-             "[env MALLSCORE_SOURCE_URL]. Keep the password out of the command line (PGPASSWORD, ~/.pgpass).",
+    file: Path | None = typer.Argument(
+        None, help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."
     ),
-    table: Optional[str] = typer.Option(None, "--table", metavar="NAME", help="Source table, [schema.]name."),
-    query: Optional[str] = typer.Option(None, "--query", metavar="SQL", help="Source query (a SELECT), instead of --table."),
-    json_out: bool = typer.Option(False, "--json", help="Print {load_id, rows_in_file, loaded, rejected, ...} as JSON."),
+    source: str | None = typer.Option(
+        None,
+        "--from",
+        metavar="URL",
+        help="Read from a database instead: a SQLAlchemy URL such as postgresql://user@host/db "
+        "[env MALLSCORE_SOURCE_URL]. Keep the password out of the command line (PGPASSWORD, ~/.pgpass).",
+    ),
+    table: str | None = typer.Option(None, "--table", metavar="NAME", help="Source table, [schema.]name."),
+    query: str | None = typer.Option(
+        None, "--query", metavar="SQL", help="Source query (a SELECT), instead of --table."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print {load_id, rows_in_file, loaded, rejected, ...} as JSON."
+    ),
 ) -> None:
     """Load customers from a CSV file or a database: valid rows are upserted, bad rows go to rejected_rows with a reason.
 
@@ -77,7 +83,9 @@ def synth(
     rows: int = typer.Option(..., "--rows", min=0, help="How many customers to generate."),
     seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same customers."),
     new: bool = typer.Option(False, "--new", help="New customers: no spending score yet."),
-    csv: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", help="Write a CSV in the public data's format instead of the warehouse."),
+    csv: Path | None = typer.Option(
+        None, "--csv", metavar="FILE", help="Write a CSV in the public data's format instead of the warehouse."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Generate synthetic customers shaped like the public Mall Customers data."""
@@ -142,7 +150,9 @@ def status(
     console.print(counts)
     loads = Table("load_id", "source", "rows", "loaded", "rejected", title="Recent loads")
     for load in info["recent_loads"]:
-        loads.add_row(load["load_id"], load["source"], str(load["rows_in_file"]), str(load["loaded"]), str(load["rejected"]))
+        loads.add_row(
+            load["load_id"], load["source"], str(load["rows_in_file"]), str(load["loaded"]), str(load["rejected"])
+        )
     console.print(loads)
     if info["rejected_by_reason"]:
         rej = Table("batch", "reason", "rows", title="Rejected rows")

@@ -24,7 +24,9 @@ def backup(
     if json_out:
         emit_json(result.as_dict())
     else:
-        typer.echo(f"backed up {result.source} to {result.destination} ({result.bytes:,} bytes, sha256 {result.sha256[:12]})")
+        typer.echo(
+            f"backed up {result.source} to {result.destination} ({result.bytes:,} bytes, sha256 {result.sha256[:12]})"
+        )
 
 
 @app.command()

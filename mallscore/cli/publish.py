@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from mallscore.cli._common import cli_errors, emit_json, settings_from
@@ -14,18 +12,25 @@ from mallscore.cli.app import app
 @cli_errors
 def publish(
     ctx: typer.Context,
-    to: Optional[str] = typer.Option(
-        None, "--to", metavar="URL",
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        metavar="URL",
         help="Target database, a SQLAlchemy URL such as postgresql://user@host/db [env MALLSCORE_PUBLISH_URL]. "
-             "Keep the password out of the command line: PGPASSWORD, ~/.pgpass or the environment variable.",
+        "Keep the password out of the command line: PGPASSWORD, ~/.pgpass or the environment variable.",
     ),
-    table: str = typer.Option("mallscore_segments", "--table", metavar="NAME",
-                              help="Target table, [schema.]name; run rows go to NAME_runs."),
-    lock_timeout: Optional[float] = typer.Option(
-        None, "--lock-timeout", metavar="SECONDS",
+    table: str = typer.Option(
+        "mallscore_segments", "--table", metavar="NAME", help="Target table, [schema.]name; run rows go to NAME_runs."
+    ),
+    lock_timeout: float | None = typer.Option(
+        None,
+        "--lock-timeout",
+        metavar="SECONDS",
         help="How long to wait for the warehouse lock and for readers of the target table [env MALLSCORE_LOCK_TIMEOUT; default 60].",
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print {target, table, rows, run_ids, method, seconds} as JSON."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print {target, table, rows, run_ids, method, seconds} as JSON."
+    ),
 ) -> None:
     """Publish segments (and their scoring_runs rows) to another database in one transaction.
 
@@ -54,7 +59,7 @@ def publish(
 def export_sql(
     ctx: typer.Context,
     dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres", help="SQL dialect to print."),
-    model: Optional[str] = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
+    model: str | None = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
     spec: str = typer.Option("default", "--spec", help="Model spec whose champion is exported (without --model)."),
 ) -> None:
     """Print the model as one SQL SELECT over features_customer: customer_id, p_high_spender, predicted_high_spender, segment.

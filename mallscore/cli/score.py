@@ -7,8 +7,9 @@ progress bar on a terminal.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
@@ -19,15 +20,21 @@ _LOCK_HELP = "Seconds to wait for the warehouse lock before exit 75 [env MALLSCO
 
 
 @contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Optional[Callable[[int, int], None]]]:
+def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled:
         yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task("scoring", total=None)
 
         def update(done: int, total: int) -> None:
@@ -42,8 +49,11 @@ def summary_line(run: dict) -> str:
         f"run {run['run_id']} {run['status']}: {run['rows_read']:,} read, {run['rows_scored']:,} scored, "
         f"{run['rows_rejected']:,} rejected in {run['seconds']['total']:.2f}s with model {run['model_version']}"
         + (f"; snapshot {run['snapshot']}" if run.get("snapshot") else "")
-        + (f"; published {run['remote_publish']['rows']:,} segments to {run['remote_publish']['table']}"
-           if (run.get("remote_publish") or {}).get("status") == "published" else "")
+        + (
+            f"; published {run['remote_publish']['rows']:,} segments to {run['remote_publish']['table']}"
+            if (run.get("remote_publish") or {}).get("status") == "published"
+            else ""
+        )
     )
 
 
@@ -52,12 +62,20 @@ def summary_line(run: dict) -> str:
 def score(
     ctx: typer.Context,
     all_customers: bool = typer.Option(False, "--all", help="Rescore every customer, not only those that need it."),
-    model: Optional[str] = typer.Option(None, "--model", metavar="VERSION", help="Score with this model version instead of the champion."),
-    json_out: bool = typer.Option(False, "--json", help="Print the run's row as one JSON object, with seconds per phase."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="VERSION", help="Score with this model version instead of the champion."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the run's row as one JSON object, with seconds per phase."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (there is none off a terminal either)."),
-    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
-    engine: str = typer.Option("onnx", "--engine", metavar="onnx|sql",
-                               help="onnx: onnxruntime (default); sql: the model compiled to SQL, scored inside DuckDB."),
+    lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
+    engine: str = typer.Option(
+        "onnx",
+        "--engine",
+        metavar="onnx|sql",
+        help="onnx: onnxruntime (default); sql: the model compiled to SQL, scored inside DuckDB.",
+    ),
 ) -> None:
     """Score the customers that need it (new, changed, or scored by another model) into segments.
 
@@ -75,8 +93,13 @@ def score(
 
     settings = settings_from(ctx, lock_timeout=lock_timeout)
     with _progress_bar(is_terminal() and not quiet and not json_out) as progress:
-        run = score_customers(settings, mode="all" if all_customers else "nightly", model_version=model, progress=progress,
-                              engine=engine.lower())
+        run = score_customers(
+            settings,
+            mode="all" if all_customers else "nightly",
+            model_version=model,
+            progress=progress,
+            engine=engine.lower(),
+        )
     run["remote_publish"] = remote = publish_after_run(settings, run["run_id"])
     if json_out:
         emit_json(run)
@@ -100,10 +123,10 @@ def _customer_line(c: dict) -> str:
 @cli_errors
 def rescore(
     ctx: typer.Context,
-    ids: List[int] = typer.Argument(..., metavar="ID...", help="Customer ids to score now."),
+    ids: list[int] = typer.Argument(..., metavar="ID...", help="Customer ids to score now."),
     write: bool = typer.Option(False, "--write", help="Also update segments, logged as a run of mode adhoc."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
+    lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
 ) -> None:
     """Score a few customers with the champion and print probability, segment and basis.
 
@@ -138,7 +161,7 @@ def runs(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", min=1, help="How many recent runs to list."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as a JSON list."),
-    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
+    lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
 ) -> None:
     """List recent scoring runs, newest first."""
     from mallscore.scoring import recent_runs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import typer
 
@@ -27,8 +27,15 @@ def _progress(enabled: bool) -> Iterator:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, int] = {}
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
@@ -38,19 +45,27 @@ def _progress(enabled: bool) -> Iterator:
 
 
 def _render_train(result: dict) -> None:
-    typer.echo(f"model {result['model_version']} (spec {result['spec']}, {result['n_configs']} configurations, "
-               f"budget {result['budget']})")
+    typer.echo(
+        f"model {result['model_version']} (spec {result['spec']}, {result['n_configs']} configurations, "
+        f"budget {result['budget']})"
+    )
     if result["leakage"]:
-        typer.echo(f"WARNING: leaking feature(s) {', '.join(result['leakage'])}: metrics are not valid for new customers")
+        typer.echo(
+            f"WARNING: leaking feature(s) {', '.join(result['leakage'])}: metrics are not valid for new customers"
+        )
     nested = result["nested_cv_roc_auc"]
-    typer.echo(f"nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f}; "
-               f"holdout accuracy {result['test']['accuracy']:.3f}, ROC-AUC {result['test']['roc_auc']:.3f}")
+    typer.echo(
+        f"nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f}; "
+        f"holdout accuracy {result['test']['accuracy']:.3f}, ROC-AUC {result['test']['roc_auc']:.3f}"
+    )
     for metric, v in result["cv"].items():
         typer.echo(f"  cv {metric:<9} {v['mean']:.3f} +- {v['std']:.3f}")
     typer.echo(f"threshold {result['threshold']:.4f}; best {result['best_params']}")
     onnx = result["onnx"]
-    typer.echo(f"onnx parity: max |dp| {onnx['max_abs_diff']:.2g}, {onnx['label_flips']} label flips "
-               f"over {onnx['rows_checked']} rows")
+    typer.echo(
+        f"onnx parity: max |dp| {onnx['max_abs_diff']:.2g}, {onnx['label_flips']} label flips "
+        f"over {onnx['rows_checked']} rows"
+    )
     typer.echo(f"promoted: {'yes' if result['promoted'] else 'no'} ({result['promotion_reason']})")
     typer.echo(f"report: {result['report']}")
 
@@ -59,10 +74,24 @@ def _render_train(result: dict) -> None:
 @cli_errors
 def train(
     ctx: typer.Context,
-    spec: str = typer.Option("default", "--spec", metavar="NAME", help="Model spec: default (new customers) or seed (the notebook's leaky setup)."),
-    allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Train even if a feature leaks the label; the model is flagged and never promoted automatically."),
+    spec: str = typer.Option(
+        "default",
+        "--spec",
+        metavar="NAME",
+        help="Model spec: default (new customers) or seed (the notebook's leaky setup).",
+    ),
+    allow_leakage: bool = typer.Option(
+        False,
+        "--allow-leakage",
+        help="Train even if a feature leaks the label; the model is flagged and never promoted automatically.",
+    ),
     no_promote: bool = typer.Option(False, "--no-promote", help="Register the model but leave the champion as it is."),
-    budget: str = typer.Option("full", "--budget", metavar="NAME", help="full (>= 200 configurations, 5x5 CV) or quick (small grid: smoke tests only)."),
+    budget: str = typer.Option(
+        "full",
+        "--budget",
+        metavar="NAME",
+        help="full (>= 200 configurations, 5x5 CV) or quick (small grid: smoke tests only).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Tune, evaluate, export to ONNX (parity-gated) and register a model; promote it if it is not worse.
@@ -83,8 +112,9 @@ def train(
     with open_warehouse(settings, read_only=True) as con:
         frame = read_training_set(con, model_spec)
     with _progress(is_terminal() and not json_out) as progress:
-        result = train_frame(frame, settings, spec, allow_leakage=allow_leakage, promote=not no_promote,
-                             progress=progress, budget=chosen)
+        result = train_frame(
+            frame, settings, spec, allow_leakage=allow_leakage, promote=not no_promote, progress=progress, budget=chosen
+        )
     if json_out:
         emit_json(result)
     else:
@@ -95,7 +125,7 @@ def train(
 @cli_errors
 def models_list(
     ctx: typer.Context,
-    spec: Optional[str] = typer.Option(None, "--spec", metavar="NAME", help="Only this spec."),
+    spec: str | None = typer.Option(None, "--spec", metavar="NAME", help="Only this spec."),
     json_out: bool = typer.Option(False, "--json", help="Print the models as a JSON list."),
 ) -> None:
     """Registered models, newest first, with their champion flag and integrity status."""
@@ -116,8 +146,14 @@ def models_list(
     for r in rows:
         nested = r.get("nested_cv_roc_auc") or {}
         auc = f"{nested['mean']:.3f} +- {nested['std']:.3f}" if nested.get("mean") is not None else "-"
-        table.add_row("*" if r["champion"] else "", r["spec"], auc, ", ".join(r.get("leakage") or []) or "-",
-                      r["status"] if r["status"] == "ok" else "INVALID", r["version"])
+        table.add_row(
+            "*" if r["champion"] else "",
+            r["spec"],
+            auc,
+            ", ".join(r.get("leakage") or []) or "-",
+            r["status"] if r["status"] == "ok" else "INVALID",
+            r["version"],
+        )
     Console().print(table)
 
 
@@ -141,7 +177,9 @@ def models_show(
     except (KeyError, TypeError) as exc:
         from mallscore.errors import ConfigError
 
-        raise ConfigError(f"card of {version} lacks the field {exc} (not written by `mallscore train`); use --json") from None
+        raise ConfigError(
+            f"card of {version} lacks the field {exc} (not written by `mallscore train`); use --json"
+        ) from None
     lines.append(f"card         {card_path(settings.models_dir, version)}")
     for line in lines:
         typer.echo(line)
@@ -161,7 +199,8 @@ def _card_lines(card: dict, is_champion: bool) -> list[str]:
         f"threshold    {card['threshold']:.4f}",
         f"leakage      {', '.join(card['leakage']['flagged']) or 'none'}  promotable: {card['promotable']}",
         f"best params  {card['best_params']}  ({card['n_configs']} configurations)",
-        "tiers        " + ", ".join(f"{t['name']} p>={t['min_p']:.3f} lift {t['lift'] or 0:.2f}" for t in card["tiers"]),
+        "tiers        "
+        + ", ".join(f"{t['name']} p>={t['min_p']:.3f} lift {t['lift'] or 0:.2f}" for t in card["tiers"]),
         f"onnx         sha256 {card['onnx']['sha256'][:16]}..., max |dp| {card['onnx']['max_abs_diff']:.2g}",
     ]
 
@@ -171,7 +210,9 @@ def _card_lines(card: dict, is_champion: bool) -> list[str]:
 def models_promote(
     ctx: typer.Context,
     version: str = typer.Argument(..., help="Model version to make champion of its spec."),
-    allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Promote even a model trained with leaking features."),
+    allow_leakage: bool = typer.Option(
+        False, "--allow-leakage", help="Promote even a model trained with leaking features."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print {spec, version, previous} as JSON."),
 ) -> None:
     """Make VERSION the champion of its spec (verified first). Rollback = promote an older version."""

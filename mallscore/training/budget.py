@@ -31,7 +31,9 @@ class Budget:
 
 
 FULL = Budget("full")
-QUICK = Budget("quick", n_c_values=3, cv_splits=3, cv_repeats=2, nested_outer=3, bootstrap=40, parity_rows=10_000, n_jobs=1)
+QUICK = Budget(
+    "quick", n_c_values=3, cv_splits=3, cv_repeats=2, nested_outer=3, bootstrap=40, parity_rows=10_000, n_jobs=1
+)
 BUDGETS = {b.name: b for b in (FULL, QUICK)}
 
 

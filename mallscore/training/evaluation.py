@@ -28,7 +28,7 @@ Rules, stated once:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -109,8 +109,9 @@ def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return _midpoint_below(cuts, best_i)
 
 
-def repeated_cv(make_pipe: Callable[[], object], X: np.ndarray, y: np.ndarray, threshold: float,
-                budget: Budget) -> dict:
+def repeated_cv(
+    make_pipe: Callable[[], object], X: np.ndarray, y: np.ndarray, threshold: float, budget: Budget
+) -> dict:
     """Repeated stratified k-fold of a fixed configuration: mean, std and fold values per metric."""
     from sklearn.model_selection import RepeatedStratifiedKFold
 
@@ -121,14 +122,17 @@ def repeated_cv(make_pipe: Callable[[], object], X: np.ndarray, y: np.ndarray, t
         got = classification_metrics(y[test], model.predict_proba(X[test])[:, 1], threshold)
         for m in METRICS:
             scores[m].append(float(got[m]))
-    return {
-        m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v}
-        for m, v in scores.items()
-    }
+    return {m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v} for m, v in scores.items()}
 
 
-def bootstrap_odds_ratios(X: np.ndarray, y: np.ndarray, features: list[str], clf_params: dict, budget: Budget,
-                          on_step: Callable[[int], None] | None = None) -> dict:
+def bootstrap_odds_ratios(
+    X: np.ndarray,
+    y: np.ndarray,
+    features: list[str],
+    clf_params: dict,
+    budget: Budget,
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
     """Odds ratio per standard deviation of each feature, with bootstrap 95% percentile intervals."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -137,8 +141,12 @@ def bootstrap_odds_ratios(X: np.ndarray, y: np.ndarray, features: list[str], clf
     params = {k: v for k, v in clf_params.items() if k != "preprocessing"}
 
     def fit(Xs, ys) -> np.ndarray:
-        model = Pipeline([("scale", StandardScaler()),
-                          ("clf", LogisticRegression(max_iter=10_000, random_state=budget.seed, **params))])
+        model = Pipeline(
+            [
+                ("scale", StandardScaler()),
+                ("clf", LogisticRegression(max_iter=10_000, random_state=budget.seed, **params)),
+            ]
+        )
         return model.fit(Xs, ys).named_steps["clf"].coef_[0]
 
     point = np.exp(fit(X, y))
@@ -155,8 +163,13 @@ def bootstrap_odds_ratios(X: np.ndarray, y: np.ndarray, features: list[str], clf
     low, high = np.percentile(draws_arr, [2.5, 97.5], axis=0)
     sd = X.std(axis=0)
     return {
-        name: {"odds_ratio": _finite(point[i]), "ci_low": _finite(low[i]), "ci_high": _finite(high[i]),
-               "per": "1 standard deviation", "sd": float(sd[i])}
+        name: {
+            "odds_ratio": _finite(point[i]),
+            "ci_low": _finite(low[i]),
+            "ci_high": _finite(high[i]),
+            "per": "1 standard deviation",
+            "sd": float(sd[i]),
+        }
         for i, name in enumerate(features)
     }
 
@@ -200,17 +213,19 @@ def make_tiers(y: np.ndarray, p: np.ndarray) -> list[dict]:
         hits = int(y[members].sum())
         rate = hits / n if n else None
         low, high = wilson(hits, n)
-        tiers.append({
-            "name": name,
-            "min_p": cut,
-            "min_score": min_score,
-            "observed_rate": rate,
-            "lift": rate / base if rate is not None and base > 0 else None,
-            "share": n / p.size,
-            "n": n,
-            "rate_ci_low": low,
-            "rate_ci_high": high,
-        })
+        tiers.append(
+            {
+                "name": name,
+                "min_p": cut,
+                "min_score": min_score,
+                "observed_rate": rate,
+                "lift": rate / base if rate is not None and base > 0 else None,
+                "share": n / p.size,
+                "n": n,
+                "rate_ci_low": low,
+                "rate_ci_high": high,
+            }
+        )
         previous_cut = cut
     return tiers
 

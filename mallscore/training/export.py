@@ -121,8 +121,16 @@ def opset_of(onnx_bytes: bytes) -> int:
     return int(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
 
 
-def export_onnx(pipeline, spec: ModelSpec, X: np.ndarray, threshold: float, *, parity_rows: int = 10_000,
-                seed: int = 0, converter=None) -> ExportResult:
+def export_onnx(
+    pipeline,
+    spec: ModelSpec,
+    X: np.ndarray,
+    threshold: float,
+    *,
+    parity_rows: int = 10_000,
+    seed: int = 0,
+    converter=None,
+) -> ExportResult:
     """Convert ``pipeline`` and pass it through the parity gate, or raise ParityError."""
     features = spec.feature_names
     try:
@@ -144,5 +152,11 @@ def export_onnx(pipeline, spec: ModelSpec, X: np.ndarray, threshold: float, *, p
             f"(limit {MAX_ABS_DIFF:g}), {figures['label_flips']} label flip(s) at threshold {threshold:.4f} "
             f"over {figures['rows_checked']} rows; nothing was registered"
         )
-    return ExportResult(onnx_bytes, hashlib.sha256(onnx_bytes).hexdigest(), figures["max_abs_diff"],
-                        figures["label_flips"], figures["rows_checked"], opset_of(onnx_bytes))
+    return ExportResult(
+        onnx_bytes,
+        hashlib.sha256(onnx_bytes).hexdigest(),
+        figures["max_abs_diff"],
+        figures["label_flips"],
+        figures["rows_checked"],
+        opset_of(onnx_bytes),
+    )

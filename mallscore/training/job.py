@@ -20,9 +20,9 @@ import logging
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -95,7 +95,9 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
     for name in spec.feature_names:
         n_missing = int(frame[name].isna().sum())
         if n_missing:
-            raise BadInputError(f"{spec.training_table}.{name} has {n_missing} missing value(s); fix the data and retry")
+            raise BadInputError(
+                f"{spec.training_table}.{name} has {n_missing} missing value(s); fix the data and retry"
+            )
     labels = frame[spec.label]
     if labels.isna().any() or not set(labels.unique()) <= {0, 1}:
         raise BadInputError(f"{spec.training_table}.{spec.label} must be 0 or 1 on every row")
@@ -140,8 +142,14 @@ def library_versions() -> dict:
 def git_commit() -> str | None:
     """The git commit of the code that trained the model, when it runs from a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -151,17 +159,32 @@ def _mean_std(block: dict) -> dict:
     return {m: {"mean": v["mean"], "std": v["std"]} for m, v in block.items()}
 
 
-def train_model(con, settings: Settings, spec_name: str = "default", allow_leakage: bool = False,
-                promote: bool = True, progress: Progress | None = None, budget: Budget = FULL) -> dict:
+def train_model(
+    con,
+    settings: Settings,
+    spec_name: str = "default",
+    allow_leakage: bool = False,
+    promote: bool = True,
+    progress: Progress | None = None,
+    budget: Budget = FULL,
+) -> dict:
     """Train, evaluate, export and register a model of ``spec_name`` from the warehouse on ``con``."""
     spec = get_spec(spec_name)
     frame = read_training_set(con, spec)
-    return train_frame(frame, settings, spec_name, allow_leakage=allow_leakage, promote=promote,
-                       progress=progress, budget=budget)
+    return train_frame(
+        frame, settings, spec_name, allow_leakage=allow_leakage, promote=promote, progress=progress, budget=budget
+    )
 
 
-def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "default", allow_leakage: bool = False,
-                promote: bool = True, progress: Progress | None = None, budget: Budget = FULL) -> dict:
+def train_frame(
+    frame: pd.DataFrame,
+    settings: Settings,
+    spec_name: str = "default",
+    allow_leakage: bool = False,
+    promote: bool = True,
+    progress: Progress | None = None,
+    budget: Budget = FULL,
+) -> dict:
     """Like :func:`train_model` on rows already read (lets the caller release the warehouse early)."""
     from sklearn.model_selection import train_test_split
 
@@ -187,8 +210,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
 
     X = frame[features].to_numpy(dtype=np.float64)
     y = frame[spec.label].to_numpy(dtype=np.int64)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.2, stratify=y, random_state=budget.seed)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=budget.seed)
 
     t = time.perf_counter()
     n_configs = tuning.count_configs(spec, budget)
@@ -243,7 +265,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         "card_format": registry.CARD_FORMAT,
         "spec": spec.name,
         "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "description": spec.description,
         "features": [f.card_entry() for f in spec.features],
         "feature_table": spec.feature_table,
@@ -258,7 +280,7 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         "metrics": {
             "cv": _mean_std(cv),
             "cv_scheme": f"{budget.cv_repeats}x{budget.cv_splits} repeated stratified k-fold, all labelled rows, "
-                         "tuned configuration fixed",
+            "tuned configuration fixed",
             "nested_cv_roc_auc": {k: nested[k] for k in ("mean", "std", "outer_folds", "folds", "fold_params")},
             "test": test,
             "holdout": {"rows": int(y_test.size), "positives": int(y_test.sum()), "share": 0.2},
@@ -266,8 +288,8 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         },
         "odds_ratios": odds,
         "odds_ratio_model": "standardised logistic regression with the tuned C, l1_ratio, solver and "
-                            "class_weight, fitted on all labelled rows; 95% bootstrap percentile intervals "
-                            f"({budget.bootstrap} resamples)",
+        "class_weight, fitted on all labelled rows; 95% bootstrap percentile intervals "
+        f"({budget.bootstrap} resamples)",
         "best_params": tuned.best_params,
         "n_configs": n_configs,
         "tuning": tuned.as_card(),
@@ -292,20 +314,31 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
     }
 
     progress("report", 0, 1)
-    html = report.render_report(card, frame, spec, curves={
-        "y_test": y_test.tolist(), "p_test": p_test.tolist(),
-        "y_oof": y_train.tolist(), "p_oof": oof.tolist(),
-        "cv_folds": {m: v["folds"] for m, v in cv.items()},
-    })
+    html = report.render_report(
+        card,
+        frame,
+        spec,
+        curves={
+            "y_test": y_test.tolist(),
+            "p_test": p_test.tolist(),
+            "y_oof": y_train.tolist(),
+            "p_oof": oof.tolist(),
+            "cv_folds": {m: v["folds"] for m, v in cv.items()},
+        },
+    )
     html_bytes = html.encode("utf-8")
     card["report"] = {"file": registry.REPORT_FILE, "sha256": hashlib.sha256(html_bytes).hexdigest()}
     progress("report", 1, 1)
     t = lap("report", t)
 
-    path = registry.register(settings.models_dir, card, {
-        registry.MODEL_FILE: exported.onnx_bytes,
-        registry.REPORT_FILE: html_bytes,
-    })
+    path = registry.register(
+        settings.models_dir,
+        card,
+        {
+            registry.MODEL_FILE: exported.onnx_bytes,
+            registry.REPORT_FILE: html_bytes,
+        },
+    )
     if not promote:
         promoted, reason = False, "skipped: --no-promote"
     elif leakage.flagged:
@@ -328,8 +361,12 @@ def train_frame(frame: pd.DataFrame, settings: Settings, spec_name: str = "defau
         "leakage": list(leakage.flagged),
         "threshold": threshold,
         "tiers": [{k: t_[k] for k in ("name", "min_p", "observed_rate", "lift", "share")} for t_ in tiers],
-        "onnx": {"sha256": exported.sha256, "max_abs_diff": exported.max_abs_diff,
-                 "label_flips": exported.label_flips, "rows_checked": exported.rows_checked},
+        "onnx": {
+            "sha256": exported.sha256,
+            "max_abs_diff": exported.max_abs_diff,
+            "label_flips": exported.label_flips,
+            "rows_checked": exported.rows_checked,
+        },
         "promoted": promoted,
         "promotion_reason": reason,
         "promotable": not leakage.flagged,

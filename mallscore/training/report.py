@@ -60,8 +60,10 @@ def _png(fig) -> str:
 
 
 def _figure(fig_id: str, caption: str, fig) -> str:
-    return (f'<figure id="{fig_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fig)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure id="{fig_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fig)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -95,12 +97,12 @@ def _draw(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict) -> dic
         ax.set_title(c)
     figs["fig-distributions"] = _figure("fig-distributions", titles["fig-distributions"], fig)
 
-    pairs = [(a, b) for i, a in enumerate(cols) for b in cols[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(cols) for b in cols[i + 1 :]]
     fig = Figure(figsize=(4 * max(len(pairs), 1), 3.6))
     for i, (a, b) in enumerate(pairs):
         ax = fig.add_subplot(1, len(pairs), i + 1)
-        ax.scatter(frame.loc[~pos, a], frame.loc[~pos, b], s=10, c=NEG_COLOUR, label="not high spender", alpha=.7)
-        ax.scatter(frame.loc[pos, a], frame.loc[pos, b], s=10, c=POS_COLOUR, label="high spender", alpha=.7)
+        ax.scatter(frame.loc[~pos, a], frame.loc[~pos, b], s=10, c=NEG_COLOUR, label="not high spender", alpha=0.7)
+        ax.scatter(frame.loc[pos, a], frame.loc[pos, b], s=10, c=POS_COLOUR, label="high spender", alpha=0.7)
         ax.set_xlabel(a)
         ax.set_ylabel(b)
     if pairs:
@@ -112,8 +114,7 @@ def _draw(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict) -> dic
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(cm, cmap="Blues")
     for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", fontsize=14,
-                color="white" if v > cm.max() / 2 else "black")
+        ax.text(c, r, str(v), ha="center", va="center", fontsize=14, color="white" if v > cm.max() / 2 else "black")
     ax.set_xticks([0, 1], ["predicted other", "predicted high"])
     ax.set_yticks([0, 1], ["actual other", "actual high"])
     figs["fig-confusion"] = _figure("fig-confusion", titles["fig-confusion"], fig)
@@ -155,7 +156,7 @@ def _draw(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict) -> dic
     odds = card["odds_ratios"]
     fig = Figure(figsize=(5.5, 0.6 + 0.6 * len(odds)))
     ax = fig.add_subplot(1, 1, 1)
-    for i, (name, o) in enumerate(odds.items()):
+    for i, o in enumerate(odds.values()):
         val, lo, hi = (o["odds_ratio"] or np.nan), (o["ci_low"] or np.nan), (o["ci_high"] or np.nan)
         ax.errorbar([val], [i], xerr=[[max(val - lo, 0)], [max(hi - val, 0)]], fmt="o", capsize=4)
     ax.axvline(1.0, ls="--", color="grey")
@@ -218,26 +219,34 @@ def marketing_text(card: dict) -> list[str]:
         orr, lo, hi = o["odds_ratio"], o["ci_low"], o["ci_high"]
         if orr is None or lo is None or hi is None:
             continue
-        more, less = WORDING.get(name, (f"customers with more {name.replace('_', ' ')}",
-                                        f"customers with less {name.replace('_', ' ')}"))
+        more, less = WORDING.get(
+            name, (f"customers with more {name.replace('_', ' ')}", f"customers with less {name.replace('_', ' ')}")
+        )
         if kinds.get(name, {}).get("values") is not None and o["sd"] > 0:
             # a yes/no feature: per standard deviation means little; convert to "yes vs no"
             orr, lo, hi = (v ** (1.0 / o["sd"]) for v in (orr, lo, hi))
             per = f"{more.capitalize()} compared with {less}: odds of being a high spender multiplied by"
         else:
             unit = UNITS.get(name, "")
-            per = (f"One standard deviation more {name.replace('_', ' ')} ({o['sd']:.3g}{unit}) multiplies the "
-                   "odds of being a high spender by")
+            per = (
+                f"One standard deviation more {name.replace('_', ' ')} ({o['sd']:.3g}{unit}) multiplies the "
+                "odds of being a high spender by"
+            )
         if name in flagged:
-            out.append(f"{per} {orr:.3g}: meaningless, because {name} defines the label; the true value is "
-                       "infinite and the printed one depends only on the regularisation strength.")
+            out.append(
+                f"{per} {orr:.3g}: meaningless, because {name} defines the label; the true value is "
+                "infinite and the printed one depends only on the regularisation strength."
+            )
         elif lo > 1 or hi < 1:
             direction = more if orr > 1 else less
-            out.append(f"{per} {orr:.2f} (95% interval {lo:.2f} to {hi:.2f}): {direction} are more likely to "
-                       "be high spenders.")
+            out.append(
+                f"{per} {orr:.2f} (95% interval {lo:.2f} to {hi:.2f}): {direction} are more likely to be high spenders."
+            )
         else:
-            out.append(f"{per} {orr:.2f}, but the 95% interval ({lo:.2f} to {hi:.2f}) includes 1: no clear "
-                       f"effect of {name.replace('_', ' ')}.")
+            out.append(
+                f"{per} {orr:.2f}, but the 95% interval ({lo:.2f} to {hi:.2f}) includes 1: no clear "
+                f"effect of {name.replace('_', ' ')}."
+            )
     top = card["tiers"][0]
     base = card["training_data"]["positives"] / card["training_data"]["rows"]
     if top["observed_rate"] is not None:
@@ -251,8 +260,10 @@ def marketing_text(card: dict) -> list[str]:
     out.append(f"Lift of every tier over the base rate: {lifts}.")
     observed = [t["observed_rate"] for t in card["tiers"] if t["observed_rate"] is not None]
     if observed != sorted(observed, reverse=True):
-        out.append("The tiers are not in order of observed high-spender rate: the model's ranking among its "
-                   "top customers is not reliable on this much data; treat neighbouring tiers as one.")
+        out.append(
+            "The tiers are not in order of observed high-spender rate: the model's ranking among its "
+            "top customers is not reliable on this much data; treat neighbouring tiers as one."
+        )
     nested = card["metrics"]["nested_cv_roc_auc"]
     out.append(
         f"How sure is this? Re-running the whole tuning inside {nested['outer_folds']} folds gives a ROC-AUC of "
@@ -267,8 +278,10 @@ def _warning(card: dict) -> str:
     flagged = card["leakage"]["flagged"]
     if not flagged:
         return ""
-    return (f'<div class="leak-warning">Warning: trained with leaking feature(s) {html.escape(", ".join(flagged))}'
-            " (--allow-leakage). The figures below are not valid for new customers.</div>")
+    return (
+        f'<div class="leak-warning">Warning: trained with leaking feature(s) {html.escape(", ".join(flagged))}'
+        " (--allow-leakage). The figures below are not valid for new customers.</div>"
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -299,10 +312,20 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
         parts.append(warn)
     else:
         parts.append('<div class="ok">No feature separates the label on its own.</div>')
-    parts.append(_table(["feature", "single-feature ROC-AUC", "perfect split", "flagged"], [
-        [html.escape(n), _fmt(v["auc"]), "yes" if v["perfect_split"] else "no",
-         "YES" if n in card["leakage"]["flagged"] else "no"]
-        for n, v in card["leakage"]["per_feature"].items()]))
+    parts.append(
+        _table(
+            ["feature", "single-feature ROC-AUC", "perfect split", "flagged"],
+            [
+                [
+                    html.escape(n),
+                    _fmt(v["auc"]),
+                    "yes" if v["perfect_split"] else "no",
+                    "YES" if n in card["leakage"]["flagged"] else "no",
+                ]
+                for n, v in card["leakage"]["per_feature"].items()
+            ],
+        )
+    )
     parts.append(figs["fig-leakage"])
 
     parts.append('<h2 id="marketing">What this means for marketing</h2>')
@@ -315,28 +338,43 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
 
     parts.append('<h2 id="holdout">Holdout (stratified 20%)</h2>')
     parts.append(warn)
-    parts.append(_table(["metric", "value"], [[m, _fmt(test[m])] for m in
-                                              ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")]))
-    parts.append(f"<p class='muted'>{metrics['holdout']['rows']} customers; threshold {_fmt(card['threshold'], 4)} "
-                 f"({html.escape(card['threshold_rule'])}).</p>")
+    parts.append(
+        _table(
+            ["metric", "value"],
+            [[m, _fmt(test[m])] for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")],
+        )
+    )
+    parts.append(
+        f"<p class='muted'>{metrics['holdout']['rows']} customers; threshold {_fmt(card['threshold'], 4)} "
+        f"({html.escape(card['threshold_rule'])}).</p>"
+    )
     parts.append(figs["fig-confusion"])
     parts.append(figs["fig-roc"])
     parts.append(figs["fig-pr"])
 
     parts.append('<h2 id="cv">Cross-validation with spread</h2>')
     parts.append(warn)
-    parts.append(_table(["metric", "mean", "std"], [[m, _fmt(v["mean"]), _fmt(v["std"])]
-                                                    for m, v in metrics["cv"].items()]))
+    parts.append(
+        _table(["metric", "mean", "std"], [[m, _fmt(v["mean"]), _fmt(v["std"])] for m, v in metrics["cv"].items()])
+    )
     nested = metrics["nested_cv_roc_auc"]
-    parts.append(f"<p>{html.escape(metrics['cv_scheme'])}. Nested CV ROC-AUC (tuning re-run inside each of "
-                 f"{nested['outer_folds']} outer folds): <b>{_fmt(nested['mean'])} +- {_fmt(nested['std'])}</b>.</p>")
+    parts.append(
+        f"<p>{html.escape(metrics['cv_scheme'])}. Nested CV ROC-AUC (tuning re-run inside each of "
+        f"{nested['outer_folds']} outer folds): <b>{_fmt(nested['mean'])} +- {_fmt(nested['std'])}</b>.</p>"
+    )
     parts.append(figs["fig-cv-spread"])
 
     parts.append('<h2 id="odds">Odds ratios</h2>')
     parts.append(warn)
-    parts.append(_table(["feature", "odds ratio", "95% low", "95% high", "per (1 sd)"], [
-        [html.escape(n), _fmt(o["odds_ratio"]), _fmt(o["ci_low"]), _fmt(o["ci_high"]), _fmt(o["sd"])]
-        for n, o in card["odds_ratios"].items()]))
+    parts.append(
+        _table(
+            ["feature", "odds ratio", "95% low", "95% high", "per (1 sd)"],
+            [
+                [html.escape(n), _fmt(o["odds_ratio"]), _fmt(o["ci_low"]), _fmt(o["ci_high"]), _fmt(o["sd"])]
+                for n, o in card["odds_ratios"].items()
+            ],
+        )
+    )
     parts.append(f"<p class='muted'>{html.escape(card['odds_ratio_model'])}.</p>")
     parts.append(figs["fig-odds"])
 
@@ -346,28 +384,46 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
 
     parts.append('<h2 id="tiers">Tiers and lift</h2>')
     parts.append(warn)
-    parts.append(_table(["tier", "min p", "min score", "observed rate", "95% interval", "lift", "share"], [
-        [t["name"], _fmt(t["min_p"], 4), _fmt(t["min_score"], 0), _pct(t["observed_rate"]),
-         f"{_pct(t['rate_ci_low'])} to {_pct(t['rate_ci_high'])}", _fmt(t["lift"], 2), _pct(t["share"])]
-        for t in card["tiers"]]))
+    parts.append(
+        _table(
+            ["tier", "min p", "min score", "observed rate", "95% interval", "lift", "share"],
+            [
+                [
+                    t["name"],
+                    _fmt(t["min_p"], 4),
+                    _fmt(t["min_score"], 0),
+                    _pct(t["observed_rate"]),
+                    f"{_pct(t['rate_ci_low'])} to {_pct(t['rate_ci_high'])}",
+                    _fmt(t["lift"], 2),
+                    _pct(t["share"]),
+                ]
+                for t in card["tiers"]
+            ],
+        )
+    )
     parts.append(f"<p class='muted'>{html.escape(card['tier_rule'])}.</p>")
     parts.append(figs["fig-lift"])
 
     onnx = card["onnx"]
     parts.append('<h2 id="model">Model and export</h2>')
-    parts.append(_table(["item", "value"], [
-        ["configurations searched", str(card["n_configs"])],
-        ["selection rule", html.escape(card["tuning"]["rule"])],
-        ["configurations within one SE", str(card["tuning"]["n_within_one_se"])],
-        ["best parameters", html.escape(", ".join(f"{k}={v}" for k, v in card["best_params"].items()))],
-        ["ONNX sha256", onnx["sha256"]],
-        ["parity: max |p difference|", _fmt(onnx["max_abs_diff"])],
-        ["parity: label flips", str(onnx["label_flips"])],
-        ["parity: rows checked", str(onnx["rows_checked"])],
-        ["training data fingerprint", card["training_data"]["fingerprint"]],
-        ["promotable", "yes" if card["promotable"] else "no (leakage)"],
-        ["budget", html.escape(card["budget"]["name"])],
-        ["git commit", html.escape(str(card.get("git_commit")))],
-    ]))
+    parts.append(
+        _table(
+            ["item", "value"],
+            [
+                ["configurations searched", str(card["n_configs"])],
+                ["selection rule", html.escape(card["tuning"]["rule"])],
+                ["configurations within one SE", str(card["tuning"]["n_within_one_se"])],
+                ["best parameters", html.escape(", ".join(f"{k}={v}" for k, v in card["best_params"].items()))],
+                ["ONNX sha256", onnx["sha256"]],
+                ["parity: max |p difference|", _fmt(onnx["max_abs_diff"])],
+                ["parity: label flips", str(onnx["label_flips"])],
+                ["parity: rows checked", str(onnx["rows_checked"])],
+                ["training data fingerprint", card["training_data"]["fingerprint"]],
+                ["promotable", "yes" if card["promotable"] else "no (leakage)"],
+                ["budget", html.escape(card["budget"]["name"])],
+                ["git commit", html.escape(str(card.get("git_commit")))],
+            ],
+        )
+    )
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)

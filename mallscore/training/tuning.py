@@ -22,8 +22,9 @@ scikit-learn is imported inside the functions: importing this module is cheap.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +70,13 @@ def make_preprocessor(spec: ModelSpec, choice: str):
         cont = [i for i, f in enumerate(spec.features) if f.kind == "continuous"]
         binary = [i for i, f in enumerate(spec.features) if f.kind != "continuous"]
         parts: list[tuple[str, Any, list[int]]] = [
-            (choice, KBinsDiscretizer(n_bins=n_bins, encode="onehot-dense", strategy="quantile",
-                                      quantile_method="averaged_inverted_cdf"), cont)
+            (
+                choice,
+                KBinsDiscretizer(
+                    n_bins=n_bins, encode="onehot-dense", strategy="quantile", quantile_method="averaged_inverted_cdf"
+                ),
+                cont,
+            )
         ]
         if binary:
             parts.append(("passthrough", "passthrough", binary))
@@ -97,8 +103,9 @@ def make_pipeline(spec: ModelSpec, budget: Budget, params: dict | None = None):
     from sklearn.pipeline import Pipeline
 
     params = params or {}
-    pipe = Pipeline([("prep", make_preprocessor(spec, params.get("preprocessing", "scale"))),
-                     ("clf", make_classifier(budget))])
+    pipe = Pipeline(
+        [("prep", make_preprocessor(spec, params.get("preprocessing", "scale"))), ("clf", make_classifier(budget))]
+    )
     clf = {k: v for k, v in params.items() if k != "preprocessing"}
     if clf:
         pipe.set_params(**{f"clf__{k}": v for k, v in clf.items()})
@@ -111,13 +118,15 @@ def param_grid(spec: ModelSpec, budget: Budget) -> list[dict]:
     for choice in prep_choices(spec):
         prep = make_preprocessor(spec, choice)
         for solver, l1_ratio in spec.penalties:
-            grid.append({
-                "prep": [prep],
-                "clf__solver": [solver],
-                "clf__l1_ratio": [l1_ratio],
-                "clf__C": c_values(budget),
-                "clf__class_weight": [None, "balanced"],
-            })
+            grid.append(
+                {
+                    "prep": [prep],
+                    "clf__solver": [solver],
+                    "clf__l1_ratio": [l1_ratio],
+                    "clf__C": c_values(budget),
+                    "clf__class_weight": [None, "balanced"],
+                }
+            )
     return grid
 
 
@@ -148,8 +157,11 @@ def model_parameters(pipeline, spec: ModelSpec) -> dict:
     open-ended), followed by the binary features passed through.
     """
     prep, clf = pipeline.named_steps["prep"], pipeline.named_steps["clf"]
-    out: dict[str, Any] = {"preprocessing": prep_name(prep), "coef": [float(c) for c in clf.coef_[0]],
-                           "intercept": float(clf.intercept_[0])}
+    out: dict[str, Any] = {
+        "preprocessing": prep_name(prep),
+        "coef": [float(c) for c in clf.coef_[0]],
+        "intercept": float(clf.intercept_[0]),
+    }
     if out["preprocessing"] == "scale":
         out["mean"] = [float(v) for v in prep.mean_]
         out["scale"] = [float(v) for v in prep.scale_]
@@ -159,8 +171,9 @@ def model_parameters(pipeline, spec: ModelSpec) -> dict:
         cont = [f.name for f in spec.features if f.kind == "continuous"]
         out["edges"] = {name: [float(e) for e in edges] for name, edges in zip(cont, bins.bin_edges_)}
         out["passthrough"] = [f.name for f in spec.features if f.kind != "continuous"]
-        out["columns"] = [f"{name}[bin{k}]" for name, edges in zip(cont, bins.bin_edges_)
-                          for k in range(len(edges) - 1)] + out["passthrough"]
+        out["columns"] = [
+            f"{name}[bin{k}]" for name, edges in zip(cont, bins.bin_edges_) for k in range(len(edges) - 1)
+        ] + out["passthrough"]
     return out
 
 
@@ -171,8 +184,14 @@ def _complexity(choice: str) -> tuple[int, int]:
 def simplicity_key(params: dict) -> tuple:
     """Sort key of the tie-break: simplest, most regularised first (see module docstring)."""
     p = readable_params(params)
-    return (_complexity(p["preprocessing"]), p["C"], p["l1_ratio"], p["class_weight"] is not None,
-            str(p["class_weight"]), p["solver"])
+    return (
+        _complexity(p["preprocessing"]),
+        p["C"],
+        p["l1_ratio"],
+        p["class_weight"] is not None,
+        str(p["class_weight"]),
+        p["solver"],
+    )
 
 
 def eligible_within_one_se(cv_results: dict, metric: str = "neg_log_loss") -> np.ndarray:
@@ -272,8 +291,15 @@ def _search_job(tag: int, spec: ModelSpec, budget: Budget, X_fit, y_fit, X_eval,
     return tag, time.perf_counter() - start, fold
 
 
-def tune_and_nested_cv(X_train: np.ndarray, y_train: np.ndarray, X: np.ndarray, y: np.ndarray, spec: ModelSpec,
-                       budget: Budget, on_done: Callable[[], None] | None = None) -> tuple[TuningResult, dict]:
+def tune_and_nested_cv(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    spec: ModelSpec,
+    budget: Budget,
+    on_done: Callable[[], None] | None = None,
+) -> tuple[TuningResult, dict]:
     """The tuning search on the training split and nested CV on all rows, as one pool of whole searches.
 
     Nested CV re-runs the whole search (grid + tie-break) inside each outer fold
@@ -287,8 +313,10 @@ def tune_and_nested_cv(X_train: np.ndarray, y_train: np.ndarray, X: np.ndarray, 
 
     outer = StratifiedKFold(budget.nested_outer, shuffle=True, random_state=budget.seed + 1)
     jobs = [delayed(_search_job)(0, spec, budget, X_train, y_train, None, None)]
-    jobs += [delayed(_search_job)(k + 1, spec, budget, X[tr], y[tr], X[te], y[te])
-             for k, (tr, te) in enumerate(outer.split(X, y))]
+    jobs += [
+        delayed(_search_job)(k + 1, spec, budget, X[tr], y[tr], X[te], y[te])
+        for k, (tr, te) in enumerate(outer.split(X, y))
+    ]
     results: dict[int, tuple[float, Any]] = {}
     for tag, seconds, value in Parallel(n_jobs=budget.n_jobs, return_as="generator_unordered")(jobs):
         results[tag] = (seconds, value)
@@ -303,7 +331,9 @@ def tune_and_nested_cv(X_train: np.ndarray, y_train: np.ndarray, X: np.ndarray, 
         "folds": scores,
         "outer_folds": len(scores),
         "fold_params": [f["params"] for f in folds],
-        "search_seconds": {"tuning": round(results[0][0], 3),
-                           "nested": round(sum(results[k][0] for k in results if k > 0), 3)},
+        "search_seconds": {
+            "tuning": round(results[0][0], 3),
+            "nested": round(sum(results[k][0] for k in results if k > 0), 3),
+        },
     }
     return tuned, nested

@@ -16,7 +16,10 @@ CASES = {
     "utf8_bom": (("\ufeff" + H + "\n" + GOOD).encode(), ("load", 2, 0)),
     "latin1": ((H + ",Note\n" + "1,Male,30,50,40,caf\xe9\n").encode("latin-1"), ("load", 1, 0)),
     "semicolons": ((H.replace(",", ";") + "\n1;Male;30;50;40\n").encode(), ("load", 1, 0)),
-    "quoted_commas": ((H + ',Name\n1,Male,30,50,40,"Doe, Jane"\n"2","Female","41","70","","Roe"\n').encode(), ("load", 2, 0)),
+    "quoted_commas": (
+        (H + ',Name\n1,Male,30,50,40,"Doe, Jane"\n"2","Female","41","70","","Roe"\n').encode(),
+        ("load", 2, 0),
+    ),
     "crlf": ((H + "\r\n" + GOOD.replace("\n", "\r\n")).encode(), ("load", 2, 0)),
     "empty": (b"", ("refuse", 65)),
     "header_only": ((H + "\n").encode(), ("load", 0, 0)),
@@ -24,9 +27,18 @@ CASES = {
     "missing_column": (b"CustomerID,Gender,Age,Annual Income (k$)\n1,Male,30,50\n", ("refuse", 65)),
     "duplicate_headers": ((H + ",Age\n1,Male,30,50,40,31\n").encode(), ("refuse", 65)),
     "blank_lines": ((H + "\n\n1,Male,30,50,40\n\n\n2,Female,41,70,\n\n").encode(), ("load", 2, 0)),
-    "nan_inf_1e309": ((H + "\n1,Male,NaN,50,40\n2,Male,30,inf,40\n3,Male,30,50,1e309\n4,Male,30,-inf,\n5,M,30,50,40\n").encode(), ("load", 1, 4)),
-    "negative_and_fractional_ages": ((H + "\n1,Male,-30,50,40\n2,Male,30.5,50,40\n3,Male,30.0,50,40\n").encode(), ("load", 1, 2)),
-    "ids_with_spaces_and_zeros": ((H + "\n 1 ,Male,30,50,40\n007,Male,30,50,40\n1 2,Male,30,50,40\n").encode(), ("load", 2, 1)),
+    "nan_inf_1e309": (
+        (H + "\n1,Male,NaN,50,40\n2,Male,30,inf,40\n3,Male,30,50,1e309\n4,Male,30,-inf,\n5,M,30,50,40\n").encode(),
+        ("load", 1, 4),
+    ),
+    "negative_and_fractional_ages": (
+        (H + "\n1,Male,-30,50,40\n2,Male,30.5,50,40\n3,Male,30.0,50,40\n").encode(),
+        ("load", 1, 2),
+    ),
+    "ids_with_spaces_and_zeros": (
+        (H + "\n 1 ,Male,30,50,40\n007,Male,30,50,40\n1 2,Male,30,50,40\n").encode(),
+        ("load", 2, 1),
+    ),
     "duplicate_ids": ((H + "\n1,Male,30,50,40\n1,Female,31,50,40\n2,Male,20,20,20\n").encode(), ("load", 1, 2)),
     "ten_mb_line": ((H + "\n" + "9" * 10_000_000 + ",Male,30,50,40\n" + GOOD).encode(), ("load", 2, 1)),
     "binary_garbage": (bytes(range(256)) * 40, ("refuse", 65)),

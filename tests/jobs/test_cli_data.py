@@ -11,7 +11,11 @@ def test_ingest_json_and_human_output(cli, tmp_path):
     out = cli("ingest", path, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert {k: data[k] for k in ("rows_in_file", "loaded", "rejected")} == {"rows_in_file": 3, "loaded": 2, "rejected": 1}
+    assert {k: data[k] for k in ("rows_in_file", "loaded", "rejected")} == {
+        "rows_in_file": 3,
+        "loaded": 2,
+        "rejected": 1,
+    }
     assert data["load_id"].startswith("L")
     human = cli("ingest", path)
     assert "3 rows in file = 2 loaded + 1 rejected" in human.stdout
@@ -22,8 +26,13 @@ def test_whole_file_failures_exit_codes_one_line_no_traceback(cli, tmp_path):
     empty.write_text("")
     missing_col = tmp_path / "m.csv"
     missing_col.write_text("CustomerID,Gender,Age\n1,Male,30\n")
-    for args, code in ([("ingest", tmp_path / "nope.csv"), 66], [("ingest", empty), 65], [("ingest", missing_col), 65],
-                       [("ingest",), 2], [("synth", "--rows", "-5"), 2]):
+    for args, code in (
+        [("ingest", tmp_path / "nope.csv"), 66],
+        [("ingest", empty), 65],
+        [("ingest", missing_col), 65],
+        [("ingest",), 2],
+        [("synth", "--rows", "-5"), 2],
+    ):
         out = cli(*args)
         assert out.returncode == code, (args, out.returncode, out.stderr)
         assert "Traceback" not in out.stderr
@@ -54,11 +63,20 @@ def test_global_options_override_environment(cli, tmp_path):
 
 
 def test_locked_warehouse_exits_75_naming_the_holder(cli, settings):
-    import subprocess, sys, time
+    import subprocess
+    import sys
+    import time
 
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(settings.warehouse)!r}); print('held', flush=True); time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(settings.warehouse)!r}); print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()

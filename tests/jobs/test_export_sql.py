@@ -41,14 +41,24 @@ def _pipelines():
     from mallscore.training.tuning import make_pipeline
 
     spec = get_spec("default")
-    mixed = Pipeline([
-        ("prep", ColumnTransformer([
-            ("scale", StandardScaler(), [0, 1]),
-            ("bins", KBinsDiscretizer(n_bins=4, encode="onehot-dense", strategy="uniform"), [1]),
-            ("onehot", OneHotEncoder(handle_unknown="ignore"), [2]),
-        ])),
-        ("clf", LogisticRegression(solver="liblinear", l1_ratio=1.0, C=0.05, class_weight="balanced", random_state=0)),
-    ])
+    mixed = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("scale", StandardScaler(), [0, 1]),
+                        ("bins", KBinsDiscretizer(n_bins=4, encode="onehot-dense", strategy="uniform"), [1]),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore"), [2]),
+                    ]
+                ),
+            ),
+            (
+                "clf",
+                LogisticRegression(solver="liblinear", l1_ratio=1.0, C=0.05, class_weight="balanced", random_state=0),
+            ),
+        ]
+    )
     return {
         "scale": make_pipeline(spec, Budget("t"), {"preprocessing": "scale", "C": 10.0}),
         "bins": make_pipeline(spec, Budget("t"), {"preprocessing": "bins5", "C": 1.0}),
@@ -67,9 +77,15 @@ def _card(version: str, data: bytes, threshold: float) -> dict:
             {"name": "annual_income", "type": "float32", "min": 0.0, "max": 130.0, "values": None},
             {"name": "gender_female", "type": "float32", "min": None, "max": None, "values": [0.0, 1.0]},
         ],
-        "onnx": {"file": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "inputs": FEATURES,
-                 "input_shape": [None, 1], "input_type": "float32", "probability_output": "probabilities",
-                 "probability_column": 1},
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "inputs": FEATURES,
+            "input_shape": [None, 1],
+            "input_type": "float32",
+            "probability_output": "probabilities",
+            "probability_column": 1,
+        },
         "threshold": threshold,
         "tiers": TIERS,
         "promotable": True,
@@ -114,7 +130,9 @@ def warehouse(tmp_path_factory):
     build(con)
     synth_customers(con, PARITY_ROWS - 50, seed=21)
     synth_customers(con, 50, seed=22, new=True)
-    con.execute("update raw_customers set annual_income = annual_income + (customer_id % 100) / 37.0 where customer_id % 3 = 0")
+    con.execute(
+        "update raw_customers set annual_income = annual_income + (customer_id % 100) / 37.0 where customer_id % 3 = 0"
+    )
     con.execute("update raw_customers set annual_income = 131 where customer_id in (5, 6)")  # above the card's max
     con.close()
     return path
@@ -123,8 +141,9 @@ def warehouse(tmp_path_factory):
 def _features(path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute("select customer_id, age, annual_income, gender_female from features_customer "
-                           "order by customer_id").fetchnumpy()
+        return con.execute(
+            "select customer_id, age, annual_income, gender_female from features_customer order by customer_id"
+        ).fetchnumpy()
     finally:
         con.close()
 
@@ -188,8 +207,10 @@ def test_parity_with_onnxruntime_on_postgres(models, warehouse, pg_server, name)
     feats = _features(warehouse)
     with psycopg.connect(pg_server.url(), autocommit=True) as c:
         if c.execute("select to_regclass('features_customer')").fetchall()[0][0] is None:
-            c.execute("create table features_customer (customer_id bigint primary key, age double precision, "
-                      "annual_income double precision, gender_female double precision)")
+            c.execute(
+                "create table features_customer (customer_id bigint primary key, age double precision, "
+                "annual_income double precision, gender_female double precision)"
+            )
             with c.cursor().copy("copy features_customer from stdin") as copy:
                 for row in zip(*(feats[k].tolist() for k in ("customer_id", *FEATURES))):
                     copy.write_row(row)
@@ -230,8 +251,12 @@ def _convert(pipe, zipmap: bool = False) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     options = {} if zipmap else {id(pipe.steps[-1][1]): {"zipmap": False}}
-    return convert_sklearn(pipe, initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
-                           options=options, target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+    return convert_sklearn(
+        pipe,
+        initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    ).SerializeToString()
 
 
 @pytest.mark.parametrize(
@@ -253,8 +278,12 @@ def test_models_it_cannot_express_are_refused_with_a_reason(case, message, model
     if case == "forest":
         from sklearn.compose import ColumnTransformer
 
-        pipe = Pipeline([("prep", ColumnTransformer([("all", "passthrough", [0, 1, 2])])),
-                         ("clf", RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0))]).fit(x, y)
+        pipe = Pipeline(
+            [
+                ("prep", ColumnTransformer([("all", "passthrough", [0, 1, 2])])),
+                ("clf", RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0)),
+            ]
+        ).fit(x, y)
         data = _convert(pipe)
     elif case == "zipmap":
         data = _convert(Pipeline([("s", StandardScaler()), ("clf", LogisticRegression())]).fit(x, y), zipmap=True)
@@ -265,8 +294,12 @@ def test_models_it_cannot_express_are_refused_with_a_reason(case, message, model
         from sklearn.compose import ColumnTransformer
         from sklearn.svm import SVC
 
-        pipe = Pipeline([("prep", ColumnTransformer([("s", StandardScaler(), [0, 1, 2])])),
-                         ("clf", SVC(probability=True, random_state=0))]).fit(x[:200], y[:200])
+        pipe = Pipeline(
+            [
+                ("prep", ColumnTransformer([("s", StandardScaler(), [0, 1, 2])])),
+                ("clf", SVC(probability=True, random_state=0)),
+            ]
+        ).fit(x[:200], y[:200])
         data = _convert(pipe)
     card = _card("v-x", data, 0.5)
     with pytest.raises(ModelNotExpressibleError, match=message):
@@ -293,8 +326,12 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
     sql = export_sql(settings.models_dir, dialect="duckdb")
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
-        job = {r[0]: r[1:] for r in con.execute(
-            "select customer_id, p_high_spender, predicted_high_spender, segment, basis from segments").fetchall()}
+        job = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "select customer_id, p_high_spender, predicted_high_spender, segment, basis from segments"
+            ).fetchall()
+        }
         ours = {r[0]: r[1:] for r in con.execute(sql).fetchall()}
     finally:
         con.close()

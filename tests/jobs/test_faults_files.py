@@ -23,7 +23,9 @@ def private_tree(root: Path) -> dict[str, int]:
 def test_warehouse_snapshot_backups_and_models_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a permissive caller: the CLI must not inherit it
     try:
-        settings = Settings(warehouse=tmp_path / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=2)
+        settings = Settings(
+            warehouse=tmp_path / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=2
+        )
         assert run_cli(settings, "synth", "--rows", "200").returncode == 0
         assert run_cli(settings, "synth", "--rows", "50", "--new").returncode == 0
         write_model(settings.models_dir, "v1")  # the registry's own modes, in this umask-022 process
@@ -38,6 +40,8 @@ def test_warehouse_snapshot_backups_and_models_are_private(tmp_path: Path) -> No
 
     names = {p.name for p in settings.warehouse.parent.iterdir()}
     assert {"mallscore.duckdb", "mallscore_analyst.duckdb", "mallscore.duckdb.before-restore"} <= names
-    assert {"CHAMPION", "promotions.log", ".lock", "v1", "v2"} <= {p.name for p in (settings.models_dir / "default").iterdir()}
+    assert {"CHAMPION", "promotions.log", ".lock", "v1", "v2"} <= {
+        p.name for p in (settings.models_dir / "default").iterdir()
+    }
     for root in (settings.warehouse.parent, tmp_path / "backups", settings.models_dir):
         assert private_tree(root) == {}, root

@@ -59,8 +59,13 @@ def _no_leak(*folders: Path) -> None:
 def test_payloads_as_model_versions_spec_names_and_customer_ids_run_nothing(scored: Settings, tmp_path: Path) -> None:
     leak = tmp_path / "leak.csv"
     expected = {  # command -> exit code: names are checked against a pattern (78) or a fixed list (2)
-        ("score", "--model"): 78, ("models", "show"): 78, ("models", "promote"): 78, ("export-sql", "--model"): 78,
-        ("export-sql", "--spec"): 78, ("train", "--spec"): 2, ("rescore", "--write"): 2,
+        ("score", "--model"): 78,
+        ("models", "show"): 78,
+        ("models", "promote"): 78,
+        ("export-sql", "--model"): 78,
+        ("export-sql", "--spec"): 78,
+        ("train", "--spec"): 2,
+        ("rescore", "--write"): 2,
     }
     for payload in payloads(leak)[::2]:  # every name goes through one pattern check: three payload kinds suffice
         for command, code in expected.items():
@@ -78,12 +83,16 @@ def test_payloads_as_model_versions_spec_names_and_customer_ids_run_nothing(scor
 
 def _pg_tables(server) -> set[str]:
     with psycopg.connect(server.url(), autocommit=True) as c:
-        return {r[0] for r in c.execute(
-            "select relname from pg_class where relnamespace = 'public'::regnamespace").fetchall()}
+        return {
+            r[0]
+            for r in c.execute("select relname from pg_class where relnamespace = 'public'::regnamespace").fetchall()
+        }
 
 
 @pytest.mark.postgres
-def test_publish_table_payloads_are_refused_and_a_keyword_name_is_quoted(scored: Settings, pg_server, tmp_path: Path) -> None:
+def test_publish_table_payloads_are_refused_and_a_keyword_name_is_quoted(
+    scored: Settings, pg_server, tmp_path: Path
+) -> None:
     leak = tmp_path / "leak.csv"
     env = {"MALLSCORE_PUBLISH_URL": pg_server.url()}
     before = _pg_tables(pg_server)
@@ -109,12 +118,13 @@ def pg_source(pg_server):
     with psycopg.connect(pg_server.url(), autocommit=True) as c:
         c.execute("drop table if exists inj_src cascade")
         c.execute("drop sequence if exists inj_seq")
-        c.execute("create table inj_src (customer_id bigint, gender text, age int, annual_income_thousands float8, "
-                  "spending_score int)")
+        c.execute(
+            "create table inj_src (customer_id bigint, gender text, age int, annual_income_thousands float8, "
+            "spending_score int)"
+        )
         c.execute("insert into inj_src values (1, 'Male', 30, 40, 60), (2, 'Female', 41, 70, null)")
         c.execute("create sequence inj_seq")
-        c.execute("create or replace function inj_purge() returns int language sql as "
-                  "'delete from inj_src; select 1'")
+        c.execute("create or replace function inj_purge() returns int language sql as 'delete from inj_src; select 1'")
     return "inj_src"
 
 
@@ -125,7 +135,8 @@ def _pg_count(server, table: str) -> int:
 
 @pytest.mark.postgres
 def test_ingest_source_table_payloads_are_refused_and_a_query_runs_read_only(
-        scored: Settings, pg_server, pg_source: str, tmp_path: Path) -> None:
+    scored: Settings, pg_server, pg_source: str, tmp_path: Path
+) -> None:
     leak = tmp_path / "leak.csv"
     env = {"MALLSCORE_SOURCE_URL": pg_server.url()}
     for payload in payloads(leak)[::2]:  # stacking, a double quote, a COPY after a closing quote
@@ -153,14 +164,21 @@ def test_ingest_source_table_payloads_are_refused_and_a_query_runs_read_only(
     _no_leak(tmp_path, scored.warehouse.parent)
 
 
-ODD = "it's \"odd\"; DROP TABLE segments; -- $(touch PWNED) `touch PWNED` ü"
+ODD = 'it\'s "odd"; DROP TABLE segments; -- $(touch PWNED) `touch PWNED` ü'
 
 
 def test_warehouse_and_models_paths_with_odd_characters_are_just_paths(tmp_path: Path) -> None:
     folder = tmp_path / ODD
     settings = Settings(warehouse=folder / f"{ODD}.duckdb", models_dir=folder / f"models {ODD}", lock_timeout=0.5)
-    for args in (["synth", "--rows", "50"], ["synth", "--rows", "20", "--new"], ["score"], ["rescore", "3"],
-                 ["status"], ["backup", str(folder / f"backup {ODD}.duckdb")], ["runs"]):
+    for args in (
+        ["synth", "--rows", "50"],
+        ["synth", "--rows", "20", "--new"],
+        ["score"],
+        ["rescore", "3"],
+        ["status"],
+        ["backup", str(folder / f"backup {ODD}.duckdb")],
+        ["runs"],
+    ):
         done = run_cli(settings, *args, cwd=tmp_path)
         assert done.returncode == 0, (args, done.stderr)
         if args[0] == "synth" and not settings.models_dir.exists():  # the CLI made the folder; now a model in it
@@ -177,11 +195,14 @@ def test_warehouse_connections_run_with_external_access_disabled(scored: Setting
     from mallscore.warehouse import connect
 
     leak = tmp_path / "leak.csv"
-    for con in (open_job_connection(scored), ):
+    for con in (open_job_connection(scored),):
         try:
             assert con.execute("select current_setting('enable_external_access')").fetchall() == [(False,)]
-            for statement in (f"copy segments to '{leak}'", f"attach '{tmp_path / 'other.duckdb'}' as other",
-                              f"select * from read_csv('{REPO / 'README.md'}')"):
+            for statement in (
+                f"copy segments to '{leak}'",
+                f"attach '{tmp_path / 'other.duckdb'}' as other",
+                f"select * from read_csv('{REPO / 'README.md'}')",
+            ):
                 with pytest.raises(duckdb.Error, match="disabled"):
                     con.execute(statement)
         finally:

@@ -142,11 +142,16 @@ def test_sigkill_at_random_points_never_leaves_a_partial_run_and_the_next_run_he
             elif seen["grown"] > (1 << 20):
                 phase = "killed mid-write: inside the transaction, its blocks going to the file"
             else:
-                phase = "killed inside the transaction before its first MiB reached the file (reading, scoring, archiving)"
+                phase = (
+                    "killed inside the transaction before its first MiB reached the file (reading, scoring, archiving)"
+                )
         else:
             assert status == "succeeded", where
-            phase = ("killed after the commit, before the snapshot was replaced (checkpoint/copy)" if latest != run
-                     else "killed after the new snapshot was in place")
+            phase = (
+                "killed after the commit, before the snapshot was replaced (checkpoint/copy)"
+                if latest != run
+                else "killed after the new snapshot was in place"
+            )
         if latest == run:
             published = run
         if wal_of(settings.warehouse).exists():

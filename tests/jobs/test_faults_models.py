@@ -140,8 +140,11 @@ ESCAPES = ["..", "../../etc/passwd", "/etc/passwd", "evil", "linked-spec"]
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.mark.parametrize("name", ESCAPES)
@@ -160,7 +163,10 @@ def test_names_that_escape_the_models_folder_are_refused_by_every_command(escape
     for args in commands:
         done = run_cli(settings, *args)
         assert done.returncode in (2, 78), (args, done.stdout, done.stderr)
-        assert done.stdout == "" and len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, (
+            args,
+            done.stderr,
+        )
     # the champion pointer is a name too: a tampered CHAMPION file is refused by score and rescore
     champion.write_text(name + "\n")
     try:

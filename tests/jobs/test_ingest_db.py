@@ -20,15 +20,15 @@ runner = CliRunner()
 ROWS = [
     (1, "Male", "19", 15, 39),
     (2, "Female", "21", 15.5, 81),
-    (3, "F", " 20 ", 16, None),          # new customer (no score), padded age
-    (4, "X", "23", 16, 77),              # bad gender
-    (5, "Female", "abc", 17, 40),        # age not a number
-    (6, "Male", "150", 17, 76),          # age out of range
-    (7, "Female", "35", -3, 6),          # negative income
-    (8, "Male", "35", 18, 101),          # score out of range
-    (None, "Male", "40", 20, 50),        # id missing
+    (3, "F", " 20 ", 16, None),  # new customer (no score), padded age
+    (4, "X", "23", 16, 77),  # bad gender
+    (5, "Female", "abc", 17, 40),  # age not a number
+    (6, "Male", "150", 17, 76),  # age out of range
+    (7, "Female", "35", -3, 6),  # negative income
+    (8, "Male", "35", 18, 101),  # score out of range
+    (None, "Male", "40", 20, 50),  # id missing
     (9, "Female", "31", 18, 42),
-    (9, "Female", "31", 19, 43),         # duplicated id: both lines rejected
+    (9, "Female", "31", 19, 43),  # duplicated id: both lines rejected
     (10, "Male", "64", 19, 3),
 ]
 GOOD_IDS = [1, 2, 3, 10]
@@ -46,7 +46,9 @@ def source_table(pg_server):
         with c.cursor() as cur:
             cur.executemany(
                 'insert into mall_customers ("CustomerID", "Genre", "Age", "Annual Income (k$)", "Spending Score (1-100)") '
-                "values (%s, %s, %s, %s, %s)", ROWS)
+                "values (%s, %s, %s, %s, %s)",
+                ROWS,
+            )
     return "mall_customers"
 
 
@@ -78,7 +80,15 @@ def test_ingest_from_a_table_quarantines_bad_rows_like_csv(tmp_path, pg_server, 
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["CustomerID", "Genre", "Age", "Annual Income (k$)", "Spending Score (1-100)"])
-        w.writerows([["" if v is None else (f"{v:.1f}" if isinstance(v, (int, float)) and i == 3 else v) for i, v in enumerate(r)] for r in ROWS])
+        w.writerows(
+            [
+                [
+                    "" if v is None else (f"{v:.1f}" if isinstance(v, (int, float)) and i == 3 else v)
+                    for i, v in enumerate(r)
+                ]
+                for r in ROWS
+            ]
+        )
     csv_warehouse = tmp_path / "csv.duckdb"
     assert _invoke(csv_warehouse, str(csv_path)).exit_code == 0
 
@@ -102,15 +112,24 @@ def test_ingest_from_a_table_quarantines_bad_rows_like_csv(tmp_path, pg_server, 
 @pytest.mark.postgres
 def test_ingest_from_a_query_with_casts_and_percent_signs_and_env_url(tmp_path, pg_server, source_table):
     warehouse = tmp_path / "q.duckdb"
-    query = ('select "CustomerID"::bigint as customer_id, "Genre" as gender, "Age" as age, '
-             '"Annual Income (k$)" as annual_income_thousands, "Spending Score (1-100)" as spending_score '
-             "from mall_customers where \"Genre\" not like 'X%' and \"Genre\" <> 'a:b' and \"CustomerID\" <= 3 order by row_order")
-    result = _invoke(warehouse, "--query", query,
-                     env={"MALLSCORE_SOURCE_URL": pg_server.url(password=None), "PGPASSWORD": APP_PASSWORD})
+    query = (
+        'select "CustomerID"::bigint as customer_id, "Genre" as gender, "Age" as age, '
+        '"Annual Income (k$)" as annual_income_thousands, "Spending Score (1-100)" as spending_score '
+        'from mall_customers where "Genre" not like \'X%\' and "Genre" <> \'a:b\' and "CustomerID" <= 3 order by row_order'
+    )
+    result = _invoke(
+        warehouse,
+        "--query",
+        query,
+        env={"MALLSCORE_SOURCE_URL": pg_server.url(password=None), "PGPASSWORD": APP_PASSWORD},
+    )
     assert result.exit_code == 0, result.output
     assert "3 rows in source = 3 loaded + 0 rejected" in result.stdout
     assert _duck(warehouse, "select customer_id, age, annual_income, spending_score from raw_customers order by 1") == [
-        (1, 19, 15.0, 39), (2, 21, 15.5, 81), (3, 20, 16.0, None)]
+        (1, 19, 15.0, 39),
+        (2, 21, 15.5, 81),
+        (3, 20, 16.0, None),
+    ]
 
 
 @pytest.mark.postgres
@@ -174,9 +193,13 @@ def test_ingest_from_any_sqlalchemy_database_sqlite(tmp_path):
 
     source = tmp_path / "shop.sqlite"
     with sqlite3.connect(source) as c:
-        c.execute("create table customers (customer_id integer, gender text, age integer, annual_income real, spending_score integer)")
-        c.executemany("insert into customers values (?, ?, ?, ?, ?)",
-                      [(1, "Male", 30, 40.0, 60), (2, "Female", 200, 40.0, 60), (3, "F", 41, 70.5, None)])
+        c.execute(
+            "create table customers (customer_id integer, gender text, age integer, annual_income real, spending_score integer)"
+        )
+        c.executemany(
+            "insert into customers values (?, ?, ?, ?, ?)",
+            [(1, "Male", 30, 40.0, 60), (2, "Female", 200, 40.0, 60), (3, "F", 41, 70.5, None)],
+        )
     warehouse = tmp_path / "s.duckdb"
     result = _invoke(warehouse, "--from", f"sqlite:///{source}", "--table", "customers")
     assert result.exit_code == 0, result.output

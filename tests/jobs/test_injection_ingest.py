@@ -10,7 +10,7 @@ PAYLOADS = [
     "x; DROP TABLE raw_customers; --",
     "1'); DROP TABLE raw_customers; --",
     "1; COPY raw_customers TO 'LEAK.csv'; --",
-    "\"; DROP TABLE ingest_loads; --",
+    '"; DROP TABLE ingest_loads; --',
 ]
 
 
@@ -28,7 +28,10 @@ def test_payloads_in_cells_headers_and_names_run_nothing(cli, settings, tmp_path
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     assert con.execute("select count(*) from raw_customers").fetchall() == [(20,)]  # 7 was an update of a synthetic id
     assert con.execute("select count(*) from ingest_loads").fetchall() == [(2,)]
-    stored = [json.loads(r)["customer_id"] for (r,) in con.execute("select raw_values from rejected_rows order by line_no").fetchall()]
+    stored = [
+        json.loads(r)["customer_id"]
+        for (r,) in con.execute("select raw_values from rejected_rows order by line_no").fetchall()
+    ]
     con.close()
     assert stored[0] == payload  # kept verbatim, as data
     assert not list(tmp_path.glob("LEAK*")) and not list(settings.warehouse.parent.glob("LEAK*"))

@@ -58,7 +58,9 @@ def test_damaged_wal_exits_78_and_leaves_files_untouched(cli, settings, tmp_path
     assert cli("synth", "--rows", "10").returncode == 0
     # Leave committed work in the WAL, as after a crash: copy the files while a writer has them open.
     con = duckdb.connect(str(settings.warehouse))
-    con.execute("insert into raw_customers select customer_id + 1000, gender, age, annual_income, spending_score, load_id, updated_at from raw_customers")
+    con.execute(
+        "insert into raw_customers select customer_id + 1000, gender, age, annual_income, spending_score, load_id, updated_at from raw_customers"
+    )
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     shutil.copy(settings.warehouse, crashed / "w.duckdb")

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from typer.testing import CliRunner
 
 import mallscore.cli  # noqa: F401  (registers commands)
 from mallscore.cli.app import app
-from mallscore.errors import BadInputError, TemporaryError
 from mallscore.publish import publish_from, publish_segments
 from tests.helpers import fill_segments, warehouse_with_segments
 from tests.pg_server import APP_PASSWORD
@@ -65,7 +63,9 @@ def test_publish_twice_gives_the_same_tables_and_exact_values(tmp_path, pg_serve
     assert rows_first == rows_second == _duck_rows(settings)  # bit-exact doubles, same timestamps
     with _pg(pg_server) as c:
         runs = c.execute("select run_id, status, rows_scored from seg_twice_runs").fetchall()
-        pkey = c.execute("select conname from pg_constraint where conrelid = 'seg_twice'::regclass and contype = 'p'").fetchall()
+        pkey = c.execute(
+            "select conname from pg_constraint where conrelid = 'seg_twice'::regclass and contype = 'p'"
+        ).fetchall()
     assert runs == [("R20261127T010000Z-aaaaaa", "ok", 3000)]
     assert pkey == [("seg_twice_pkey",)]
     assert _stage_tables(pg_server, "seg_twice") == []
@@ -87,7 +87,9 @@ def test_a_new_run_replaces_the_table_and_keeps_grants(tmp_path, pg_server):
     assert result["run_ids"] == ["R20261128T010000Z-bbbbbb"]
     reader_url = pg_server.url(user="mallscore_reader", password="reader-pw")
     with psycopg.connect(reader_url) as c:  # the campaign tool's role still reads the new table
-        assert c.execute("select count(*), min(model_version), max(model_version) from seg_grants").fetchall() == [(400, "m2", "m2")]
+        assert c.execute("select count(*), min(model_version), max(model_version) from seg_grants").fetchall() == [
+            (400, "m2", "m2")
+        ]
     with _pg(pg_server) as c:
         runs = c.execute("select run_id from seg_grants_runs order by run_id").fetchall()
     assert runs == [("R20261127T010000Z-aaaaaa",), ("R20261128T010000Z-bbbbbb",)]
@@ -179,9 +181,23 @@ def test_killed_publisher_leaves_the_old_table(tmp_path, pg_server):
     reader.execute("select count(*) from seg_kill").fetchall()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from mallscore.cli import main; main()", "--warehouse", str(settings.warehouse), "publish",
-         "--to", pg_server.url(), "--table", "seg_kill", "--lock-timeout", "60"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            "from mallscore.cli import main; main()",
+            "--warehouse",
+            str(settings.warehouse),
+            "publish",
+            "--to",
+            pg_server.url(),
+            "--table",
+            "seg_kill",
+            "--lock-timeout",
+            "60",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         with _pg(pg_server) as c:  # wait until the publisher has loaded everything and waits for the lock
@@ -207,8 +223,13 @@ def test_killed_publisher_leaves_the_old_table(tmp_path, pg_server):
     # the orphaned backend aborts once the lock frees; wait for it to go
     with _pg(pg_server) as c:
         deadline = time.monotonic() + 20
-        while c.execute("select count(*) from pg_stat_activity where usename = 'mallscore_app' and state <> 'idle' "
-                        "and pid <> pg_backend_pid()").fetchall()[0][0] and time.monotonic() < deadline:
+        while (
+            c.execute(
+                "select count(*) from pg_stat_activity where usename = 'mallscore_app' and state <> 'idle' "
+                "and pid <> pg_backend_pid()"
+            ).fetchall()[0][0]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     assert _pg_rows(pg_server, "seg_kill") == before
     assert _stage_tables(pg_server, "seg_kill") == []
@@ -221,14 +242,27 @@ def test_killed_publisher_leaves_the_old_table(tmp_path, pg_server):
 def test_password_from_pgpassword_and_pgpass_and_never_shown(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 100)
     no_password = pg_server.url(password=None)
-    via_env = _cli(settings, "publish", "--table", "seg_cred", "--json",
-                   env={"MALLSCORE_PUBLISH_URL": no_password, "PGPASSWORD": APP_PASSWORD})
+    via_env = _cli(
+        settings,
+        "publish",
+        "--table",
+        "seg_cred",
+        "--json",
+        env={"MALLSCORE_PUBLISH_URL": no_password, "PGPASSWORD": APP_PASSWORD},
+    )
     assert via_env.exit_code == 0, via_env.output
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(f"127.0.0.1:{pg_server.port}:*:mallscore_app:{APP_PASSWORD.replace(':', chr(92) + ':')}\n")
     pgpass.chmod(0o600)
-    via_pgpass = _cli(settings, "publish", "--to", no_password, "--table", "seg_cred",
-                      env={"PGPASSFILE": str(pgpass), "PGPASSWORD": None})
+    via_pgpass = _cli(
+        settings,
+        "publish",
+        "--to",
+        no_password,
+        "--table",
+        "seg_cred",
+        env={"PGPASSFILE": str(pgpass), "PGPASSWORD": None},
+    )
     assert via_pgpass.exit_code == 0, via_pgpass.output
     in_url = _cli(settings, "publish", "--to", pg_server.url(), "--table", "seg_cred", "--json")
     assert in_url.exit_code == 0
@@ -281,7 +315,9 @@ def test_publish_errors_are_one_masked_line_with_their_exit_code(tmp_path, pg_se
     assert len(result.stderr.strip().splitlines()) == 1
     assert "s3cret" not in result.output and "Traceback" not in result.output
     with _pg(pg_server) as c:
-        assert c.execute("select to_regclass('seg_errors'), to_regclass('locked.seg_errors')").fetchall() == [(None, None)]
+        assert c.execute("select to_regclass('seg_errors'), to_regclass('locked.seg_errors')").fetchall() == [
+            (None, None)
+        ]
 
 
 # --- generic SQLAlchemy path (a real SQLite file) -----------------------------------------
@@ -314,7 +350,8 @@ def test_publishing_an_empty_segments_table_is_refused(tmp_path):
     result = _cli(settings, "publish", "--to", f"sqlite:///{tmp_path / 'x.sqlite'}")
     assert result.exit_code == 66 and "no segments to publish" in result.stderr
     assert not (tmp_path / "x.sqlite").exists() or sqlite3.connect(tmp_path / "x.sqlite").execute(
-        "select count(*) from sqlite_master").fetchall() == [(0,)]
+        "select count(*) from sqlite_master"
+    ).fetchall() == [(0,)]
 
 
 def test_no_url_anywhere_is_a_usage_error(tmp_path):
@@ -331,13 +368,21 @@ def test_copy_falls_back_to_csv_for_types_without_a_binary_encoder(pg_server):
     from mallscore import pgcopy
     from mallscore.publish import _copy_batches
 
-    batch = pa.record_batch({"id": pa.array([1, 2], pa.int64()), "x": pa.array([0.5, None], pa.float32()),
-                             "d": pa.array([None, "Zoë, \"quoted\""], pa.string())})
+    batch = pa.record_batch(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "x": pa.array([0.5, None], pa.float32()),
+            "d": pa.array([None, 'Zoë, "quoted"'], pa.string()),
+        }
+    )
     assert not pgcopy.encodable(batch.schema)
     seen = []
     with psycopg.connect(pg_server.url()) as c:
         c.execute("create temp table fallback (id bigint, x real, d text)")
         with c.cursor() as cur:
             assert _copy_batches(cur, sql.Identifier("fallback"), iter([batch]), seen.append) == 2
-        assert c.execute("select * from fallback order by id").fetchall() == [(1, 0.5, None), (2, None, 'Zoë, "quoted"')]
+        assert c.execute("select * from fallback order by id").fetchall() == [
+            (1, 0.5, None),
+            (2, None, 'Zoë, "quoted"'),
+        ]
     assert seen == [2]

@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 
 from mallscore.settings import Settings
-from tests.scoring_support import (  # noqa: F401  (fixtures)
+from tests.scoring_support import (
     REPO,
     cli_env,
     query,
     run_cli,
-    score_settings,
-    scored_setup,
     seed_customers,
     write_model,
 )
@@ -77,9 +75,15 @@ def test_a_tampered_model_exits_78_and_writes_nothing(scored_setup: Settings) ->
 
 def _hold_lock(path: Path) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
-         str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
     return holder
@@ -96,9 +100,14 @@ def test_a_second_concurrent_score_waits_then_exits_75_naming_the_holder(scored_
         assert f"PID {holder.pid}" in done.stderr and "gave up after 1s" in done.stderr
         assert waited >= 1.0
         # the environment sets the same bound; a holder that lets go within it is waited for
-        late = subprocess.Popen([sys.executable, "-m", "mallscore", "score"], cwd=REPO, text=True,
-                                env=cli_env(scored_setup, MALLSCORE_LOCK_TIMEOUT="20"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        late = subprocess.Popen(
+            [sys.executable, "-m", "mallscore", "score"],
+            cwd=REPO,
+            text=True,
+            env=cli_env(scored_setup, MALLSCORE_LOCK_TIMEOUT="20"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(1.0)
     finally:
         holder.stdin.close()
@@ -111,7 +120,10 @@ def test_a_second_concurrent_score_waits_then_exits_75_naming_the_holder(scored_
 def test_an_analyst_holding_the_snapshot_open_never_blocks_a_run(scored_setup: Settings) -> None:
     assert run_cli(scored_setup, "score").returncode == 0
     analyst = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
             import duckdb, sys
             path = sys.argv[1]
             held = duckdb.connect(path, read_only=True)
@@ -122,8 +134,12 @@ def test_an_analyst_holding_the_snapshot_open_never_blocks_a_run(scored_setup: S
             fresh = duckdb.connect(path, read_only=True)
             print(fresh.execute("select count(*) from segments").fetchall()[0][0], flush=True)
             print(fresh.execute("select sum(customers) from segment_summary").fetchall()[0][0], flush=True)
-        """), str(scored_setup.snapshot)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+            str(scored_setup.snapshot),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert analyst.stdout.readline().strip() == "500"
@@ -140,9 +156,18 @@ def test_an_analyst_holding_the_snapshot_open_never_blocks_a_run(scored_setup: S
     assert held_after == "500"  # the open session keeps its consistent old snapshot
     assert fresh == "540" and summary == "540"  # a new session sees the new run
     assert analyst.returncode == 0
-    other = subprocess.run([sys.executable, "-c", "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
-                            ".execute('select count(*) from segments').fetchall()[0][0])", str(scored_setup.snapshot)],
-                           capture_output=True, text=True, timeout=60)
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True)"
+            ".execute('select count(*) from segments').fetchall()[0][0])",
+            str(scored_setup.snapshot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert other.stdout.strip() == "540"
 
 
@@ -169,7 +194,9 @@ def test_rescore_write_logs_an_adhoc_run(scored_setup: Settings) -> None:
     done = run_cli(scored_setup, "rescore", "3", "--write", "--json")
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
-    assert query(scored_setup, "select mode, rows_scored from scoring_runs where run_id = ?", [run_id]) == [("adhoc", 1)]
+    assert query(scored_setup, "select mode, rows_scored from scoring_runs where run_id = ?", [run_id]) == [
+        ("adhoc", 1)
+    ]
     assert query(scored_setup, "select run_id from segments where customer_id = 3") == [(run_id,)]
 
 
@@ -189,8 +216,14 @@ _DRIVER = textwrap.dedent("""
 @pytest.mark.parametrize("args", [["score", "--all"], ["rescore", "1"], ["rescore", "2", "--write"]])
 def test_the_scoring_path_never_imports_scikit_learn(scored_setup: Settings, args: list[str]) -> None:
     assert run_cli(scored_setup, "score").returncode == 0
-    done = subprocess.run([sys.executable, "-c", _DRIVER, *args], env=cli_env(scored_setup), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _DRIVER, *args],
+        env=cli_env(scored_setup),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] in (0, None), done.stderr
     assert not [m for m in report["heavy"] if m.split(".")[0] in HEAVY]
@@ -199,8 +232,14 @@ def test_the_scoring_path_never_imports_scikit_learn(scored_setup: Settings, arg
 
 
 def test_the_nightly_job_script_runs_the_score_command(scored_setup: Settings) -> None:
-    done = subprocess.run([sys.executable, "jobs/nightly_score.py"], env=cli_env(scored_setup), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "jobs/nightly_score.py"],
+        env=cli_env(scored_setup),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and len(done.stdout.strip().splitlines()) == 1
     assert "succeeded: 500 read, 500 scored" in done.stdout
@@ -211,8 +250,14 @@ def test_the_nightly_job_script_runs_the_score_command(scored_setup: Settings) -
 
 def _start_on_tty(settings: Settings, *args: str) -> tuple[subprocess.Popen, int]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "mallscore", *args], env=cli_env(settings, COLUMNS="120"), cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mallscore", *args],
+        env=cli_env(settings, COLUMNS="120"),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     return proc, master
 
@@ -290,7 +335,10 @@ def test_sigterm_rolls_back_and_exits_143_and_a_killed_run_is_marked_abandoned(s
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows_scored"] == rows
     assert [s for (s,) in query(score_settings, "select status from scoring_runs order by started_at")] == [
-        "aborted", "abandoned", "succeeded"]
+        "aborted",
+        "abandoned",
+        "succeeded",
+    ]
     assert query(score_settings, "select count(*), count(distinct customer_id) from segments")[0] == (rows, rows)
 
 

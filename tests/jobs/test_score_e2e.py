@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from mallscore.settings import Settings
-from tests.scoring_support import query, run_cli, score_settings  # noqa: F401  (fixture)
+from tests.scoring_support import query, run_cli
 
 
 @pytest.mark.slow
@@ -26,15 +26,21 @@ def test_a_really_trained_champion_scores_new_and_known_customers(score_settings
     assert run["rows_scored"] + run["rows_rejected"] == 750
     card = json.loads((score_settings.models_dir / "default" / version / "card.json").read_text())
     tiers = [t["name"] for t in card["tiers"]]
-    rows = query(score_settings, """
+    rows = query(
+        score_settings,
+        """
         select s.segment, s.basis, s.p_high_spender, s.predicted_high_spender, f.spending_score
-        from segments s join features_customer f using (customer_id)""")
+        from segments s join features_customer f using (customer_id)""",
+    )
     assert {r[1] for r in rows} == {"observed", "predicted"}
     for segment, basis, p, predicted, score in rows:
         assert segment in tiers
         assert predicted == (p >= card["threshold"])
-        expected = (next(t["name"] for t in card["tiers"] if t["min_score"] <= score) if basis == "observed"
-                    else next(t["name"] for t in card["tiers"] if t["min_p"] <= p))
+        expected = (
+            next(t["name"] for t in card["tiers"] if t["min_score"] <= score)
+            if basis == "observed"
+            else next(t["name"] for t in card["tiers"] if t["min_p"] <= p)
+        )
         assert segment == expected
 
     rescored = json.loads(run_cli(score_settings, "rescore", "700", "--json").stdout)

@@ -11,18 +11,17 @@ import textwrap
 import duckdb
 
 from mallscore.settings import Settings
-from tests.scoring_support import (  # noqa: F401  (fixtures)
+from tests.scoring_support import (
     REPO,
     cli_env,
     query,
     run_cli,
-    score_settings,
-    scored_setup,
-    seed_customers,
     write_model,
 )
 
-SEGMENT_COLUMNS = "customer_id, segment, basis, predicted_high_spender, p_high_spender, model_version, customer_updated_at"
+SEGMENT_COLUMNS = (
+    "customer_id, segment, basis, predicted_high_spender, p_high_spender, model_version, customer_updated_at"
+)
 
 
 def _execute(settings: Settings, sql: str) -> None:
@@ -37,8 +36,9 @@ def _twin(settings: Settings, name: str) -> Settings:
     """A copy of the warehouse folder (same models), for the other engine."""
     folder = settings.warehouse.parent.with_name(name)
     shutil.copytree(settings.warehouse.parent, folder)
-    return Settings(warehouse=folder / settings.warehouse.name, models_dir=settings.models_dir,
-                    lock_timeout=settings.lock_timeout)
+    return Settings(
+        warehouse=folder / settings.warehouse.name, models_dir=settings.models_dir, lock_timeout=settings.lock_timeout
+    )
 
 
 def _segments(settings: Settings) -> dict:
@@ -46,7 +46,9 @@ def _segments(settings: Settings) -> dict:
 
 
 def _rejected(settings: Settings) -> list:
-    return query(settings, "select customer_id, raw_values, reason from rejected_rows where run_id is not null order by 1")
+    return query(
+        settings, "select customer_id, raw_values, reason from rejected_rows where run_id is not null order by 1"
+    )
 
 
 def _assert_same_segments(onnx: Settings, sql: Settings) -> None:
@@ -74,11 +76,20 @@ def test_engine_sql_equals_onnxruntime_run_for_run(scored_setup: Settings) -> No
     for step in ("first", "changed", "new model", "all"):
         if step == "changed":  # some customers change, one becomes invalid, a few arrive
             for s in (scored_setup, twin):
-                _execute(s, "update raw_customers set age = 33, updated_at = updated_at + interval 1 day "
-                            "where customer_id in (3, 4, 450)")
-                _execute(s, "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 5")
-                _execute(s, "insert into raw_customers select customer_id + 1000, gender, age, annual_income, null, load_id, "
-                            "updated_at from raw_customers where customer_id <= 7")
+                _execute(
+                    s,
+                    "update raw_customers set age = 33, updated_at = updated_at + interval 1 day "
+                    "where customer_id in (3, 4, 450)",
+                )
+                _execute(
+                    s,
+                    "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 5",
+                )
+                _execute(
+                    s,
+                    "insert into raw_customers select customer_id + 1000, gender, age, annual_income, null, load_id, "
+                    "updated_at from raw_customers where customer_id <= 7",
+                )
         if step == "new model":
             write_model(scored_setup.models_dir, "v2", seed=4, threshold=0.45)
         extra = ("--all",) if step == "all" else ()
@@ -96,7 +107,11 @@ def test_engine_sql_equals_onnxruntime_run_for_run(scored_setup: Settings) -> No
 
     first, changed, new_model, everyone = (o for o, _ in runs)
     assert (first["rows_scored"], first["rows_rejected"]) == (497, 3)
-    assert (changed["rows_read"], changed["rows_scored"], changed["rows_rejected"]) == (11, 9, 2)  # 1005 copies 5, now 95
+    assert (changed["rows_read"], changed["rows_scored"], changed["rows_rejected"]) == (
+        11,
+        9,
+        2,
+    )  # 1005 copies 5, now 95
     assert new_model["model_version"] == "v2" and new_model["rows_scored"] == 502
     assert everyone["mode"] == "all" and everyone["rows_read"] == 507
     assert query(twin, "select engine, count(*) from scoring_runs group by 1") == [("sql", 4)]
@@ -123,16 +138,25 @@ def test_an_unknown_engine_is_a_usage_error(scored_setup: Settings) -> None:
 
 def test_a_warehouse_from_before_the_engine_column_is_upgraded_by_a_run(scored_setup: Settings) -> None:
     _execute(scored_setup, "drop table scoring_runs")
-    _execute(scored_setup, "create table scoring_runs (run_id varchar primary key, mode varchar not null, "
-                           "started_at timestamp not null, finished_at timestamp, status varchar not null, "
-                           "model_version varchar, model_sha256 varchar, rows_read bigint, rows_scored bigint, "
-                           "rows_rejected bigint, error varchar)")
-    _execute(scored_setup, "insert into scoring_runs values ('R0', 'nightly', now(), now(), 'succeeded', 'v0', 'x', 0, 0, 0, null)")
+    _execute(
+        scored_setup,
+        "create table scoring_runs (run_id varchar primary key, mode varchar not null, "
+        "started_at timestamp not null, finished_at timestamp, status varchar not null, "
+        "model_version varchar, model_sha256 varchar, rows_read bigint, rows_scored bigint, "
+        "rows_rejected bigint, error varchar)",
+    )
+    _execute(
+        scored_setup,
+        "insert into scoring_runs values ('R0', 'nightly', now(), now(), 'succeeded', 'v0', 'x', 0, 0, 0, null)",
+    )
     old = json.loads(run_cli(scored_setup, "runs", "--json").stdout)  # read-only: no upgrade, engine unknown
     assert [(r["run_id"], r["engine"]) for r in old] == [("R0", None)]
     run = _score(scored_setup, "--engine", "sql")
     assert run["engine"] == "sql" and run["rows_scored"] == 500
-    assert query(scored_setup, "select run_id, engine from scoring_runs order by started_at") == [("R0", None), (run["run_id"], "sql")]
+    assert query(scored_setup, "select run_id, engine from scoring_runs order by started_at") == [
+        ("R0", None),
+        (run["run_id"], "sql"),
+    ]
 
 
 _MODULES = textwrap.dedent("""
@@ -148,8 +172,14 @@ _MODULES = textwrap.dedent("""
 
 
 def _modules_loaded(settings: Settings, *args: str) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", _MODULES, *args], env=cli_env(settings), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES, *args],
+        env=cli_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] in (0, None), done.stderr
     return set(report["loaded"])

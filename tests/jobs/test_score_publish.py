@@ -11,13 +11,11 @@ import pytest
 
 from mallscore.settings import Settings
 from tests.pg_server import APP_PASSWORD
-from tests.scoring_support import (  # noqa: F401  (fixtures)
+from tests.scoring_support import (
     REPO,
     cli_env,
     query,
     run_cli,
-    score_settings,
-    scored_setup,
 )
 
 
@@ -28,20 +26,37 @@ def _pg_count(server, sql: str, params: list | None = None):
 
 @pytest.mark.postgres
 def test_score_publishes_after_the_run_when_the_url_is_set(scored_setup: Settings, pg_server) -> None:
-    done = run_cli(scored_setup, "score", "--json", MALLSCORE_PUBLISH_URL=pg_server.url(),
-                   MALLSCORE_PUBLISH_TABLE="nightly_segments")
+    done = run_cli(
+        scored_setup,
+        "score",
+        "--json",
+        MALLSCORE_PUBLISH_URL=pg_server.url(),
+        MALLSCORE_PUBLISH_TABLE="nightly_segments",
+    )
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
     remote = run["remote_publish"]
-    assert (remote["status"], remote["table"], remote["rows"], remote["method"]) == ("published", "nightly_segments", 500, "copy")
+    assert (remote["status"], remote["table"], remote["rows"], remote["method"]) == (
+        "published",
+        "nightly_segments",
+        500,
+        "copy",
+    )
     assert remote["run_ids"] == [run["run_id"]] and APP_PASSWORD not in done.stdout
     assert _pg_count(pg_server, "select count(*), count(distinct run_id) from nightly_segments") == [(500, 1)]
-    assert _pg_count(pg_server, "select status, rows_scored from nightly_segments_runs where run_id = %s",
-                     [run["run_id"]]) == [("succeeded", 500)]
+    assert _pg_count(
+        pg_server, "select status, rows_scored from nightly_segments_runs where run_id = %s", [run["run_id"]]
+    ) == [("succeeded", 500)]
 
     # the cron entry point does the same; the summary line says so; the default table name is used
-    job = subprocess.run([sys.executable, "jobs/nightly_score.py", "--all"], cwd=REPO, capture_output=True, text=True,
-                         timeout=120, env=cli_env(scored_setup, MALLSCORE_PUBLISH_URL=pg_server.url()))
+    job = subprocess.run(
+        [sys.executable, "jobs/nightly_score.py", "--all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(scored_setup, MALLSCORE_PUBLISH_URL=pg_server.url()),
+    )
     assert job.returncode == 0, job.stderr
     assert job.stderr == "" and len(job.stdout.strip().splitlines()) == 1
     assert "published 500 segments to mallscore_segments" in job.stdout and APP_PASSWORD not in job.stdout
@@ -76,7 +91,8 @@ def test_a_failed_publish_keeps_the_committed_run_and_exits_with_its_code(
     assert run["remote_publish"]["exit_code"] == code
     # the run stands: committed, logged, snapshot published; the next run has nothing to do
     assert query(scored_setup, "select status, rows_scored from scoring_runs where run_id = ?", [run["run_id"]]) == [
-        ("succeeded", 500)]
+        ("succeeded", 500)
+    ]
     assert query(scored_setup, "select count(*) from segments")[0][0] == 500 and scored_setup.snapshot.exists()
     assert "error" not in query(scored_setup, "select coalesce(error, '') from scoring_runs")[0][0]
     # publishing can be retried by hand once the target is right

@@ -13,12 +13,43 @@ from mallscore import registry
 from mallscore.training.report import FIGURES
 
 CARD_KEYS = {
-    "card_format", "spec", "version", "created_at", "features", "feature_table", "label", "onnx", "threshold",
-    "tiers", "leakage", "promotable", "metrics", "odds_ratios", "best_params", "n_configs", "training_data",
-    "library_versions", "git_commit", "card_sha256",
+    "card_format",
+    "spec",
+    "version",
+    "created_at",
+    "features",
+    "feature_table",
+    "label",
+    "onnx",
+    "threshold",
+    "tiers",
+    "leakage",
+    "promotable",
+    "metrics",
+    "odds_ratios",
+    "best_params",
+    "n_configs",
+    "training_data",
+    "library_versions",
+    "git_commit",
+    "card_sha256",
 }
-JSON_KEYS = {"model_version", "spec", "features", "n_configs", "best_params", "cv", "nested_cv_roc_auc", "test",
-             "odds_ratios", "leakage", "threshold", "onnx", "promoted", "report"}
+JSON_KEYS = {
+    "model_version",
+    "spec",
+    "features",
+    "n_configs",
+    "best_params",
+    "cv",
+    "nested_cv_roc_auc",
+    "test",
+    "odds_ratios",
+    "leakage",
+    "threshold",
+    "onnx",
+    "promoted",
+    "report",
+}
 
 
 @pytest.fixture
@@ -58,9 +89,16 @@ def test_default_trains_registers_and_becomes_champion(warehouse, settings):
     assert result["onnx"]["max_abs_diff"] <= 1e-5 and result["onnx"]["label_flips"] == 0
     assert registry.champion(settings.models_dir) == result["model_version"]
     version_dir = registry.find_model(settings.models_dir, result["model_version"])
-    modes = {p.name: p.stat().st_mode & 0o777 for p in [version_dir, *version_dir.iterdir(), version_dir.parent / "CHAMPION"]}
-    assert modes == {version_dir.name: 0o700, "model.onnx": 0o600, "card.json": 0o600, "report.html": 0o600,
-                     "CHAMPION": 0o600}  # owner only
+    modes = {
+        p.name: p.stat().st_mode & 0o777 for p in [version_dir, *version_dir.iterdir(), version_dir.parent / "CHAMPION"]
+    }
+    assert modes == {
+        version_dir.name: 0o700,
+        "model.onnx": 0o600,
+        "card.json": 0o600,
+        "report.html": 0o600,
+        "CHAMPION": 0o600,
+    }  # owner only
 
     card_path = registry.card_path(settings.models_dir, result["model_version"])
     card = json.loads(card_path.read_text())
@@ -80,17 +118,22 @@ def test_default_trains_registers_and_becomes_champion(warehouse, settings):
 
     # the card is enough to score: inputs by name, probability output, threshold
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    feeds = {name: np.array([[30.0], [60.0], [1.0]][i:i + 1], dtype=np.float32) for i, name in
-             enumerate(card["onnx"]["inputs"])}
+    feeds = {
+        name: np.array([[30.0], [60.0], [1.0]][i : i + 1], dtype=np.float32)
+        for i, name in enumerate(card["onnx"]["inputs"])
+    }
     (probs,) = session.run([card["onnx"]["probability_output"]], feeds)
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
     # the card's plain parameters give the same probability (what an ONNX->SQL compiler needs)
-    assert _p_from_parameters(card["model"]["parameters"], {"age": 30.0, "annual_income": 60.0,
-                                                            "gender_female": 1.0}) == pytest.approx(probs[0, 1], abs=1e-5)
+    assert _p_from_parameters(
+        card["model"]["parameters"], {"age": 30.0, "annual_income": 60.0, "gender_female": 1.0}
+    ) == pytest.approx(probs[0, 1], abs=1e-5)
 
     html = (card_path.parent / "report.html").read_text()
     for fig_id, _ in FIGURES:
-        match = re.search(rf'<figure id="{fig_id}"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+        match = re.search(
+            rf'<figure id="{fig_id}"><img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html
+        )
         assert match, fig_id
         assert base64.b64decode(match.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert "What this means for marketing" in html
@@ -177,14 +220,28 @@ def test_cron_job_entry_point_trains(warehouse, settings):
     from pathlib import Path
 
     REPO = Path(__file__).resolve().parents[2]
-    env = {"MALLSCORE_WAREHOUSE": str(settings.warehouse), "MALLSCORE_MODELS_DIR": str(settings.models_dir),
-           "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--budget", "quick", "--json"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        "MALLSCORE_WAREHOUSE": str(settings.warehouse),
+        "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+        "PYTHONPATH": str(REPO),
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "train.py"), "--budget", "quick", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["promoted"] is True
-    bad = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--spec", "seed", "--budget", "quick"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "train.py"), "--spec", "seed", "--budget", "quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 65
 
 
@@ -198,5 +255,9 @@ def test_demo_trains_and_promotes(settings):
     scored = next(line for line in lines if line.startswith("[4/4] scored"))
     assert "320 read, 320 scored, 0 rejected" in scored
     # the summary printed from the snapshot covers every scored customer
-    summary = [line.split() for line in lines if line.strip().split(" ")[0] in ("premium", "loyalty", "nurture", "low_priority")]
+    summary = [
+        line.split()
+        for line in lines
+        if line.strip().split(" ")[0] in ("premium", "loyalty", "nurture", "low_priority")
+    ]
     assert sum(int(parts[1].replace(",", "")) for parts in summary) == 320

@@ -6,7 +6,9 @@ import pytest
 
 from mallscore.warehouse import KeyCheckError, build, check_keys, connect, relation_counts, sql_files
 
-CREATE = re.compile(r"\bcreate\s+(?:or\s+replace\s+)?(?:temp\s+)?(table|view)\s+(?:if\s+not\s+exists\s+)?([a-z_][a-z0-9_.]*)", re.I)
+CREATE = re.compile(
+    r"\bcreate\s+(?:or\s+replace\s+)?(?:temp\s+)?(table|view)\s+(?:if\s+not\s+exists\s+)?([a-z_][a-z0-9_.]*)", re.I
+)
 
 
 def test_one_relation_per_file_named_like_the_file():
@@ -41,15 +43,21 @@ def test_features_and_labels_follow_the_raw_rows(con):
         """insert into raw_customers values
            (1, 'Female', 30, 50, 51, 'L', now()), (2, 'Male', 40, 60, 50, 'L', now()), (3, 'Male', 20, 10, null, 'L', now())"""
     )
-    assert con.execute("select customer_id, gender_female, spending_score from features_customer order by 1").fetchall() == [
-        (1, 1.0, 51.0), (2, 0.0, 50.0), (3, 0.0, None)]
+    assert con.execute(
+        "select customer_id, gender_female, spending_score from features_customer order by 1"
+    ).fetchall() == [(1, 1.0, 51.0), (2, 0.0, 50.0), (3, 0.0, None)]
     # the label: score > 50, only for customers with a known score (50 is not a high spender)
-    assert con.execute("select customer_id, high_spender from labels_high_spender order by 1").fetchall() == [(1, 1), (2, 0)]
+    assert con.execute("select customer_id, high_spender from labels_high_spender order by 1").fetchall() == [
+        (1, 1),
+        (2, 0),
+    ]
     assert con.execute("select count(*) from training_set").fetchall() == [(2,)]
 
 
 def test_key_checks_fail_the_build_on_a_duplicate(con):
-    con.execute("insert into raw_customers values (1, 'Male', 30, 50, 40, 'L', now()), (1, 'Male', 31, 50, 40, 'L', now())")
+    con.execute(
+        "insert into raw_customers values (1, 'Male', 30, 50, 40, 'L', now()), (1, 'Male', 31, 50, 40, 'L', now())"
+    )
     with pytest.raises(KeyCheckError, match=r"raw_customers\.customer_id: 0 null and 1 duplicated"):
         check_keys(con)
     with pytest.raises(KeyCheckError):

@@ -28,12 +28,20 @@ CARD = {
         {"name": "annual_income", "type": "float32", "min": 15, "max": 140, "values": None},
         {"name": "gender_female", "type": "float32", "min": 0, "max": 1, "values": [0, 1]},
     ],
-    "onnx": {"file": "model.onnx", "sha256": "0" * 64,
-             "inputs": [{"name": n, "type": "float32", "shape": [None, 1]} for n in ("age", "annual_income", "gender_female")],
-             "probability_output": "probabilities"},
+    "onnx": {
+        "file": "model.onnx",
+        "sha256": "0" * 64,
+        "inputs": [
+            {"name": n, "type": "float32", "shape": [None, 1]} for n in ("age", "annual_income", "gender_female")
+        ],
+        "probability_output": "probabilities",
+    },
     "threshold": 0.5,
-    "tiers": [{"name": "top", "min_p": 0.7, "min_score": 75}, {"name": "high", "min_p": 0.5, "min_score": 51},
-              {"name": "low", "min_p": 0.0, "min_score": 0}],
+    "tiers": [
+        {"name": "top", "min_p": 0.7, "min_score": 75},
+        {"name": "high", "min_p": 0.5, "min_score": 51},
+        {"name": "low", "min_p": 0.0, "min_score": 0},
+    ],
 }
 
 
@@ -58,7 +66,10 @@ def test_a_valid_card_gives_the_ordered_contract() -> None:
         ({"threshold": 1.5}, "not a probability"),
         ({"threshold": float("nan")}, "finite number"),
         ({"tiers": [{"name": "top", "min_p": 0.7, "min_score": 75}]}, "must catch every customer"),
-        ({"tiers": [{"name": "low", "min_p": 0.0, "min_score": 0}, {"name": "top", "min_p": 0.7, "min_score": 75}]}, "best first"),
+        (
+            {"tiers": [{"name": "low", "min_p": 0.0, "min_score": 0}, {"name": "top", "min_p": 0.7, "min_score": 75}]},
+            "best first",
+        ),
         ({"feature_table": "features; drop table segments"}, "plain relation name"),
     ],
 )
@@ -87,8 +98,13 @@ def test_feature_names_types_and_onnx_inputs_are_checked() -> None:
 
 def test_check_columns_names_the_missing_or_non_numeric_column() -> None:
     contract = contract_from_card(CARD)
-    columns = {"customer_id": "BIGINT", "age": "DOUBLE", "annual_income": "DOUBLE", "gender_female": "DECIMAL(2,1)",
-               "updated_at": "TIMESTAMP"}
+    columns = {
+        "customer_id": "BIGINT",
+        "age": "DOUBLE",
+        "annual_income": "DOUBLE",
+        "gender_female": "DECIMAL(2,1)",
+        "updated_at": "TIMESTAMP",
+    }
     assert check_columns(contract, columns) is False
     assert check_columns(contract, {**columns, "spending_score": "DOUBLE"}) is True
     without = {k: v for k, v in columns.items() if k != "annual_income"}
@@ -113,18 +129,21 @@ def _reasons(contract: Contract, rows: list[tuple]) -> list[str | None]:
 
 def test_validation_gives_the_first_failing_rule_as_reason() -> None:
     contract = contract_from_card(CARD)
-    reasons = _reasons(contract, [
-        (30, 50, 1),
-        (None, 50, 1),
-        (math.nan, 50, 1),
-        (30, math.inf, 0),
-        (30, 1e39, 0),
-        (90, 50, 0),
-        (17.5, 50, 0),
-        (30, 500, 0),
-        (30, 50, 0.5),
-        (18, 140, 0),
-    ])
+    reasons = _reasons(
+        contract,
+        [
+            (30, 50, 1),
+            (None, 50, 1),
+            (math.nan, 50, 1),
+            (30, math.inf, 0),
+            (30, 1e39, 0),
+            (90, 50, 0),
+            (17.5, 50, 0),
+            (30, 500, 0),
+            (30, 50, 0.5),
+            (18, 140, 0),
+        ],
+    )
     assert reasons[0] is None and reasons[-1] is None  # range ends are inside the range
     assert reasons[1] == "age is missing"
     assert reasons[2].startswith("age ") and "not a finite float32" in reasons[2]
@@ -149,20 +168,22 @@ def test_segment_rules_observed_score_first_then_probability() -> None:
     con = duckdb.connect()
     rows = [
         # (p, spending_score) -> expected tier
-        (0.95, 20.0, "low"),      # observed: the score decides, even against the model
-        (0.10, 75.0, "top"),      # observed boundary: min_score is inclusive
+        (0.95, 20.0, "low"),  # observed: the score decides, even against the model
+        (0.10, 75.0, "top"),  # observed boundary: min_score is inclusive
         (0.10, 74.0, "high"),
         (0.10, 51.0, "high"),
         (0.10, 50.0, "low"),
-        (0.70, None, "top"),      # predicted boundary: min_p is inclusive
+        (0.70, None, "top"),  # predicted boundary: min_p is inclusive
         (0.6999, None, "high"),
         (0.50, None, "high"),
         (0.4999, None, "low"),
         (0.0, None, "low"),
     ]
     try:
-        sql = ("select " + segment_sql(contract, p="p", score="s") + " from (select unnest($p) as p, "
-               "cast(unnest($s) as double) as s)")
+        sql = (
+            "select " + segment_sql(contract, p="p", score="s") + " from (select unnest($p) as p, "
+            "cast(unnest($s) as double) as s)"
+        )
         params = {**contract_params(contract), "p": [r[0] for r in rows], "s": [r[1] for r in rows]}
         got = [r[0] for r in con.execute(sql, bound(sql, params)).fetchall()]
     finally:

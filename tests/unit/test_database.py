@@ -12,7 +12,10 @@ from mallscore.errors import UsageError
     "url, shown",
     [
         ("postgresql://app:p%40ss%3Aw0rd@db.mall:5432/crm", "postgresql://app:***@db.mall:5432/crm"),
-        ("postgresql+psycopg://app:hunter22@db/crm?sslmode=require", "postgresql+psycopg://app:***@db/crm?sslmode=require"),
+        (
+            "postgresql+psycopg://app:hunter22@db/crm?sslmode=require",
+            "postgresql+psycopg://app:***@db/crm?sslmode=require",
+        ),
         ("postgresql://app@db/crm?password=hunter22", "postgresql://app@db/crm?password=***"),
         ("postgresql://app@db/crm", "postgresql://app@db/crm"),
         ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
@@ -23,8 +26,10 @@ def test_mask_url_hides_passwords_wherever_they_are(url, shown):
 
 
 def test_scrub_removes_passwords_from_driver_messages():
-    message = ('connection to "postgresql://app:p@ss:w0rd!@db/crm" failed; dsn: host=db password=p@ss:w0rd! '
-               "user=app; quoted p%40ss%3Aw0rd%21 raw p@ss:w0rd!")
+    message = (
+        'connection to "postgresql://app:p@ss:w0rd!@db/crm" failed; dsn: host=db password=p@ss:w0rd! '
+        "user=app; quoted p%40ss%3Aw0rd%21 raw p@ss:w0rd!"
+    )
     cleaned = scrub(message, "postgresql://app:p%40ss%3Aw0rd%21@db/crm")
     assert "w0rd" not in cleaned and "password=***" in cleaned
     assert "p@ss" not in scrub("password='p@ss w0rd' host=db")
@@ -45,8 +50,14 @@ def test_postgres_urls_use_psycopg3_and_env_is_the_fallback():
     assert parse_url("postgres://u@h/db").drivername == "postgresql+psycopg"
     assert parse_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert parse_url("sqlite:///x.db").drivername == "sqlite"
-    assert resolve_url(None, "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"}) == "sqlite:///a"
-    assert resolve_url("sqlite:///b", "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"}) == "sqlite:///b"
+    assert (
+        resolve_url(None, "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"})
+        == "sqlite:///a"
+    )
+    assert (
+        resolve_url("sqlite:///b", "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"})
+        == "sqlite:///b"
+    )
     with pytest.raises(UsageError, match="MALLSCORE_SOURCE_URL"):
         resolve_url(None, "MALLSCORE_SOURCE_URL", "source", env={})
     with pytest.raises(UsageError, match="not a database URL"):

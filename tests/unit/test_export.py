@@ -10,17 +10,21 @@ import pytest
 
 from mallscore.errors import ConfigError
 from mallscore.settings import Settings
-from tests.helpers import labelled_features
 from mallscore.specs import get_spec
 from mallscore.training import QUICK, export, train_frame, tuning
-
+from tests.helpers import labelled_features
 
 
 def _fitted(preprocessing: str):
     X, y = labelled_features(200)
     spec = get_spec("default")
-    params = {"preprocessing": preprocessing, "C": 1.0, "l1_ratio": 0.0, "solver": "newton-cholesky",
-              "class_weight": None}
+    params = {
+        "preprocessing": preprocessing,
+        "C": 1.0,
+        "l1_ratio": 0.0,
+        "solver": "newton-cholesky",
+        "class_weight": None,
+    }
     return spec, tuning.make_pipeline(spec, QUICK, params).fit(X, y), X
 
 
@@ -33,7 +37,8 @@ def test_export_passes_parity_with_named_float32_inputs(preprocessing):
     assert result.sha256 == hashlib.sha256(result.onnx_bytes).hexdigest()
     session = ort.InferenceSession(result.onnx_bytes, providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape, i.type) for i in session.get_inputs()] == [
-        (name, [None, 1], "tensor(float)") for name in spec.feature_names]
+        (name, [None, 1], "tensor(float)") for name in spec.feature_names
+    ]
     out = {o.name: o for o in session.get_outputs()}
     assert out["probabilities"].shape == [None, 2]
     feeds = {name: X[:, [i]].astype(np.float32) for i, name in enumerate(spec.feature_names)}
@@ -87,8 +92,16 @@ def test_parity_gate_fails_when_conversion_breaks():
 def _frame(n: int = 200) -> pd.DataFrame:
     X, y = labelled_features(n, seed=4)
     score = np.where(y == 1, 75.0, 25.0)
-    return pd.DataFrame({"customer_id": np.arange(1, n + 1), "age": X[:, 0], "annual_income": X[:, 1],
-                         "gender_female": X[:, 2], "spending_score": score, "high_spender": y})
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1, n + 1),
+            "age": X[:, 0],
+            "annual_income": X[:, 1],
+            "gender_female": X[:, 2],
+            "spending_score": score,
+            "high_spender": y,
+        }
+    )
 
 
 def test_failed_parity_during_training_registers_nothing(tmp_path, monkeypatch):
@@ -108,7 +121,7 @@ def test_card_parameters_reproduce_the_model(preprocessing):
         Z = (X - np.array(params["mean"])) / np.array(params["scale"])
     else:
         cols = []
-        for i, (name, edges) in enumerate(params["edges"].items()):
+        for i, edges in enumerate(params["edges"].values()):
             k = np.searchsorted(np.array(edges[1:-1]), X[:, i], side="right")
             cols.append(np.eye(len(edges) - 1)[k])
         cols.append(X[:, [spec.feature_names.index(n) for n in params["passthrough"]]])

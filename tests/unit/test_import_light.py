@@ -9,19 +9,28 @@ HEAVY = ("sklearn", "skl2onnx", "matplotlib", "onnx", "onnxruntime", "pandas")
 
 
 def test_registry_and_specs_import_no_heavy_library():
-    code = (
-        "import sys, mallscore.registry, mallscore.specs; "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    code = f"import sys, mallscore.registry, mallscore.specs; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=60,
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
 
 
 def test_cli_import_does_not_load_training_libraries():
     code = "import sys, mallscore.cli; print(','.join(m for m in ('sklearn', 'skl2onnx', 'matplotlib') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""

@@ -19,10 +19,14 @@ def write(tmp_path, text, name="c.csv", encoding="utf-8"):
 
 
 def customers(con):
-    return con.execute("select customer_id, gender, age, annual_income, spending_score from raw_customers order by 1").fetchall()
+    return con.execute(
+        "select customer_id, gender, age, annual_income, spending_score from raw_customers order by 1"
+    ).fetchall()
 
 
-@pytest.mark.parametrize("header", [PUBLIC, GENRE, SNAKE, "  customerid , GENDER,age , annual income (K$), spending SCORE (1-100) "])
+@pytest.mark.parametrize(
+    "header", [PUBLIC, GENRE, SNAKE, "  customerid , GENDER,age , annual income (K$), spending SCORE (1-100) "]
+)
 def test_header_variants(con, tmp_path, header):
     result = ingest_csv(con, write(tmp_path, f"{header}\n1,Male,19,15,39\n2,female,21,15,\n"))
     assert (result.rows_in_file, result.loaded, result.rejected) == (2, 2, 0)
@@ -57,7 +61,9 @@ REJECTS = [
 def test_each_rejection_reason(con, tmp_path, line, reason):
     result = ingest_csv(con, write(tmp_path, f"{PUBLIC}\n1,Male,30,50,40\n{line}\n2,F,40,60,\n"))
     assert (result.rows_in_file, result.loaded, result.rejected) == (3, 2, 1)
-    (load_id, line_no, why, raw), = con.execute("select load_id, line_no, reason, raw_values from rejected_rows").fetchall()
+    ((load_id, line_no, why, raw),) = con.execute(
+        "select load_id, line_no, reason, raw_values from rejected_rows"
+    ).fetchall()
     assert load_id == result.load_id and line_no == 3
     assert reason in why
     assert json.loads(raw)["customer_id"] == line.split(",")[0]
@@ -65,7 +71,9 @@ def test_each_rejection_reason(con, tmp_path, line, reason):
 
 
 def test_duplicate_ids_in_one_file_are_all_rejected(con, tmp_path):
-    result = ingest_csv(con, write(tmp_path, f"{PUBLIC}\n1,Male,30,50,40\n1,Male,31,50,40\n 01 ,Male,32,50,40\n2,M,20,20,20\n"))
+    result = ingest_csv(
+        con, write(tmp_path, f"{PUBLIC}\n1,Male,30,50,40\n1,Male,31,50,40\n 01 ,Male,32,50,40\n2,M,20,20,20\n")
+    )
     assert (result.rows_in_file, result.loaded, result.rejected) == (4, 1, 3)
     reasons = [r for (r,) in con.execute("select reason from rejected_rows order by line_no").fetchall()]
     assert all("appears on more than one line" in r for r in reasons)
@@ -86,7 +94,7 @@ def test_reingest_changes_nothing_and_newest_load_wins(con, tmp_path):
 
 
 def test_bom_crlf_semicolons_quotes_and_blank_lines(con, tmp_path):
-    text = "\ufeffCustomerID;Gender;Age;Annual Income (k$);Spending Score (1-100)\r\n1;Male;30;50;40\r\n\r\n\"2\";\"Fe\"\"male\";40;60;\r\n3;F;41;70;9\r\n"
+    text = '\ufeffCustomerID;Gender;Age;Annual Income (k$);Spending Score (1-100)\r\n1;Male;30;50;40\r\n\r\n"2";"Fe""male";40;60;\r\n3;F;41;70;9\r\n'
     result = ingest_csv(con, write(tmp_path, text))
     assert (result.rows_in_file, result.loaded, result.rejected) == (3, 2, 1)
     assert con.execute("select line_no from rejected_rows").fetchall() == [(4,)]

@@ -13,11 +13,16 @@ SPEC = get_spec("default")
 
 def _frame(n: int = 60) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"customer_id": np.arange(1, n + 1), "age": rng.integers(18, 70, n).astype(float),
-                         "annual_income": rng.integers(15, 137, n).astype(float),
-                         "gender_female": (rng.random(n) < 0.5).astype(float),
-                         "spending_score": rng.integers(1, 101, n).astype(float),
-                         "high_spender": np.tile([0, 1], n // 2)})
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1, n + 1),
+            "age": rng.integers(18, 70, n).astype(float),
+            "annual_income": rng.integers(15, 137, n).astype(float),
+            "gender_female": (rng.random(n) < 0.5).astype(float),
+            "spending_score": rng.integers(1, 101, n).astype(float),
+            "high_spender": np.tile([0, 1], n // 2),
+        }
+    )
 
 
 def test_fingerprint_ignores_row_order_and_sees_any_change():

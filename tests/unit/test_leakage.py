@@ -12,13 +12,15 @@ def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     score = rng.integers(1, 101, n).astype(float)
     age = np.clip(np.rint(60 - 0.3 * score + rng.normal(0, 10, n)), 18, 70)
-    return pd.DataFrame({
-        "age": age,
-        "annual_income": rng.integers(15, 138, n).astype(float),
-        "gender_female": (rng.random(n) < 0.56).astype(float),
-        "spending_score": score,
-        "high_spender": (score > 50).astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "age": age,
+            "annual_income": rng.integers(15, 138, n).astype(float),
+            "gender_female": (rng.random(n) < 0.56).astype(float),
+            "spending_score": score,
+            "high_spender": (score > 50).astype(int),
+        }
+    )
 
 
 def test_feature_that_defines_the_label_is_flagged_and_no_other():

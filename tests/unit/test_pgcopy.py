@@ -12,13 +12,25 @@ from mallscore import pgcopy
 
 
 def test_one_row_is_laid_out_fixed_fields_first_then_text():
-    batch = pa.record_batch({
-        "name": pa.array(["ab"]), "id": pa.array([7], pa.int64()), "p": pa.array([0.25]),
-        "ok": pa.array([True]), "at": pa.array([datetime(2000, 1, 1, 0, 0, 1)], pa.timestamp("us")),
-    })
+    batch = pa.record_batch(
+        {
+            "name": pa.array(["ab"]),
+            "id": pa.array([7], pa.int64()),
+            "p": pa.array([0.25]),
+            "ok": pa.array([True]),
+            "at": pa.array([datetime(2000, 1, 1, 0, 0, 1)], pa.timestamp("us")),
+        }
+    )
     assert pgcopy.column_order(batch.schema) == ["id", "p", "ok", "at", "name"]
-    expected = (struct.pack(">h", 5) + struct.pack(">iq", 8, 7) + struct.pack(">id", 8, 0.25)
-                + struct.pack(">iB", 1, 1) + struct.pack(">iq", 8, 1_000_000) + struct.pack(">i", 2) + b"ab")
+    expected = (
+        struct.pack(">h", 5)
+        + struct.pack(">iq", 8, 7)
+        + struct.pack(">id", 8, 0.25)
+        + struct.pack(">iB", 1, 1)
+        + struct.pack(">iq", 8, 1_000_000)
+        + struct.pack(">i", 2)
+        + b"ab"
+    )
     assert bytes(pgcopy.encode_batch(batch)) == expected
 
 

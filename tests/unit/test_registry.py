@@ -12,8 +12,9 @@ from mallscore.errors import BadInputError, ConfigError
 ONNX = b"\x08\x07 not a real graph: the registry only hashes bytes"
 
 
-def _card(spec: str, version: str, nested: float = 0.70, std: float = 0.03, promotable: bool = True,
-          onnx: bytes = ONNX) -> dict:
+def _card(
+    spec: str, version: str, nested: float = 0.70, std: float = 0.03, promotable: bool = True, onnx: bytes = ONNX
+) -> dict:
     return {
         "card_format": 1,
         "spec": spec,
@@ -65,8 +66,11 @@ def test_first_model_becomes_champion_then_rule_and_rollback(tmp_path):
     assert registry.champion(tmp_path) == "default-v2"
 
     # rollback = promoting an older version
-    assert registry.promote(tmp_path, "default-v1") == {"spec": "default", "version": "default-v1",
-                                                       "previous": "default-v2"}
+    assert registry.promote(tmp_path, "default-v1") == {
+        "spec": "default",
+        "version": "default-v1",
+        "previous": "default-v2",
+    }
     assert registry.champion(tmp_path) == "default-v1"
     assert registry.champion_card_path(tmp_path) == tmp_path.resolve() / "default" / "default-v1" / "card.json"
     log = [json.loads(line) for line in (tmp_path / "default" / "promotions.log").read_text().splitlines()]

@@ -13,13 +13,11 @@ import pytest
 from mallscore.errors import BadInputError, ConfigError
 from mallscore.scoring import load_model, predict, rescore_customers, score_customers
 from mallscore.settings import Settings
-from tests.scoring_support import (  # noqa: F401  (fixtures)
+from tests.scoring_support import (
     FEATURES,
     TIERS,
     fit_pipeline,
     query,
-    score_settings,
-    scored_setup,
     seed_customers,
     training_rows,
     write_model,
@@ -52,7 +50,12 @@ def test_onnx_probabilities_match_sklearn_on_thousands_of_rows(score_settings: S
 def test_first_run_scores_everyone_and_a_rerun_adds_nothing(scored_setup: Settings) -> None:
     first = score_customers(scored_setup)
     assert (first["status"], first["mode"], first["rows_read"], first["rows_scored"], first["rows_rejected"]) == (
-        "succeeded", "nightly", 500, 500, 0)
+        "succeeded",
+        "nightly",
+        500,
+        500,
+        0,
+    )
     before = counts(scored_setup)
     assert before["segments"] == 500 and before["segment_history"] == 500
     again = score_customers(scored_setup)
@@ -64,13 +67,20 @@ def test_first_run_scores_everyone_and_a_rerun_adds_nothing(scored_setup: Settin
 
 def test_changed_customers_are_rescored_and_their_old_rows_kept_in_history(scored_setup: Settings) -> None:
     first = score_customers(scored_setup)
-    execute(scored_setup, "update raw_customers set age = 25, updated_at = updated_at + interval 1 day where customer_id in (3, 7)")
+    execute(
+        scored_setup,
+        "update raw_customers set age = 25, updated_at = updated_at + interval 1 day where customer_id in (3, 7)",
+    )
     second = score_customers(scored_setup)
     assert second["rows_scored"] == 2
     current = dict(query(scored_setup, "select customer_id, run_id from segments where customer_id in (3, 7, 8)"))
     assert current == {3: second["run_id"], 7: second["run_id"], 8: first["run_id"]}
-    history = query(scored_setup, "select customer_id, run_id from segment_history where customer_id in (3, 7) order by 1, 2")
-    assert sorted(history) == sorted([(3, first["run_id"]), (3, second["run_id"]), (7, first["run_id"]), (7, second["run_id"])])
+    history = query(
+        scored_setup, "select customer_id, run_id from segment_history where customer_id in (3, 7) order by 1, 2"
+    )
+    assert sorted(history) == sorted(
+        [(3, first["run_id"]), (3, second["run_id"]), (7, first["run_id"]), (7, second["run_id"])]
+    )
     assert counts(scored_setup)["segments"] == 500
     assert query(scored_setup, "select count(*) from segment_history")[0][0] == 502
 
@@ -88,7 +98,10 @@ def test_a_new_champion_rescores_everyone_and_all_rescores_regardless(scored_set
     older = score_customers(scored_setup, model_version="v1")
     assert (older["model_version"], older["rows_scored"]) == ("v1", 500)
     assert counts(scored_setup)["segment_history"] == 2000
-    assert query(scored_setup, "select count(*), count(distinct (run_id, customer_id)) from segment_history")[0] == (2000, 2000)
+    assert query(scored_setup, "select count(*), count(distinct (run_id, customer_id)) from segment_history")[0] == (
+        2000,
+        2000,
+    )
 
 
 def test_new_customers_arriving_are_the_only_ones_scored(scored_setup: Settings) -> None:
@@ -96,7 +109,9 @@ def test_new_customers_arriving_are_the_only_ones_scored(scored_setup: Settings)
     seed_customers(scored_setup, known=0, new=25, seed=99)
     run = score_customers(scored_setup)
     assert run["rows_scored"] == 25
-    assert query(scored_setup, "select min(customer_id), max(customer_id) from segments where run_id = ?", [run["run_id"]]) == [(501, 525)]
+    assert query(
+        scored_setup, "select min(customer_id), max(customer_id) from segments where run_id = ?", [run["run_id"]]
+    ) == [(501, 525)]
 
 
 def test_rows_breaking_the_contract_are_rejected_with_reasons_and_counts_add_up(scored_setup: Settings) -> None:
@@ -106,7 +121,9 @@ def test_rows_breaking_the_contract_are_rejected_with_reasons_and_counts_add_up(
     execute(scored_setup, "update raw_customers set annual_income = 1e39 where customer_id = 13")
     run = score_customers(scored_setup)
     assert (run["rows_read"], run["rows_scored"], run["rows_rejected"]) == (500, 496, 4)
-    rejected = dict(query(scored_setup, "select customer_id, reason from rejected_rows where run_id = ?", [run["run_id"]]))
+    rejected = dict(
+        query(scored_setup, "select customer_id, reason from rejected_rows where run_id = ?", [run["run_id"]])
+    )
     assert rejected["10"] == "age 90.0 is above the model's range 18.0..70.0"
     assert "annual_income" in rejected["11"] and "not a finite float32" in rejected["11"]
     assert "not a finite float32" in rejected["12"] and "not a finite float32" in rejected["13"]
@@ -115,7 +132,10 @@ def test_rows_breaking_the_contract_are_rejected_with_reasons_and_counts_add_up(
     assert all(math.isfinite(p) for (p,) in query(scored_setup, "select p_high_spender from segments"))
     # the same bad data is not rejected again every night; fixing it gets the customer scored
     assert score_customers(scored_setup)["rows_read"] == 0
-    execute(scored_setup, "update raw_customers set age = 40, updated_at = updated_at + interval 1 day where customer_id = 10")
+    execute(
+        scored_setup,
+        "update raw_customers set age = 40, updated_at = updated_at + interval 1 day where customer_id = 10",
+    )
     fixed = score_customers(scored_setup)
     assert (fixed["rows_scored"], fixed["rows_rejected"]) == (1, 0)
     assert counts(scored_setup)["rejected_rows"] == 4
@@ -123,7 +143,10 @@ def test_rows_breaking_the_contract_are_rejected_with_reasons_and_counts_add_up(
 
 def test_a_customer_who_becomes_invalid_loses_the_stale_segment_but_keeps_history(scored_setup: Settings) -> None:
     first = score_customers(scored_setup)
-    execute(scored_setup, "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 20")
+    execute(
+        scored_setup,
+        "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 20",
+    )
     second = score_customers(scored_setup)
     assert (second["rows_read"], second["rows_rejected"]) == (1, 1)
     assert query(scored_setup, "select count(*) from segments where customer_id = 20")[0][0] == 0
@@ -133,21 +156,32 @@ def test_a_customer_who_becomes_invalid_loses_the_stale_segment_but_keeps_histor
 def test_missing_values_of_a_required_feature_are_rejected(score_settings: Settings) -> None:
     seed_customers(score_settings, known=50, new=30)
     # the leaky "seed" spec needs the spending score, which new customers do not have yet
-    write_model(score_settings.models_dir, "leaky", features=("age", "annual_income", "spending_score"),
-                ranges={"spending_score": (1.0, 100.0)})
+    write_model(
+        score_settings.models_dir,
+        "leaky",
+        features=("age", "annual_income", "spending_score"),
+        ranges={"spending_score": (1.0, 100.0)},
+    )
     run = score_customers(score_settings)
     assert (run["rows_read"], run["rows_scored"], run["rows_rejected"]) == (80, 50, 30)
     assert query(score_settings, "select distinct reason from rejected_rows") == [("spending_score is missing",)]
 
 
-def test_a_feature_column_missing_from_the_warehouse_stops_the_run_before_anything_is_written(score_settings: Settings) -> None:
+def test_a_feature_column_missing_from_the_warehouse_stops_the_run_before_anything_is_written(
+    score_settings: Settings,
+) -> None:
     seed_customers(score_settings, known=20, new=0)
     write_model(score_settings.models_dir, "v9", features=("age", "annual_income", "loyalty_points"))
     with pytest.raises(ConfigError, match="no column 'loyalty_points'") as err:
         score_customers(score_settings)
     assert err.value.exit_code == 78
-    assert counts(score_settings) == {"segments": 0, "segment_archive": 0, "segment_history": 0, "rejected_rows": 0,
-                                      "scoring_runs": 0}
+    assert counts(score_settings) == {
+        "segments": 0,
+        "segment_archive": 0,
+        "segment_history": 0,
+        "rejected_rows": 0,
+        "scoring_runs": 0,
+    }
     assert not score_settings.snapshot.exists()
 
 
@@ -170,9 +204,12 @@ def test_a_tampered_model_is_refused_before_the_warehouse_is_touched(scored_setu
 
 def test_segments_follow_the_observed_score_where_known_and_the_probability_otherwise(scored_setup: Settings) -> None:
     run = score_customers(scored_setup)
-    rows = query(scored_setup, """
+    rows = query(
+        scored_setup,
+        """
         select s.customer_id, s.segment, s.p_high_spender, s.predicted_high_spender, s.basis, f.spending_score
-        from segments s join features_customer f using (customer_id)""")
+        from segments s join features_customer f using (customer_id)""",
+    )
     assert len(rows) == 500
     bases = {r[4] for r in rows}
     assert bases == {"observed", "predicted"}
@@ -199,18 +236,26 @@ def test_the_snapshot_holds_what_analysts_need_and_matches_the_warehouse(scored_
         tables = {r[0] for r in snap.execute("select table_name from information_schema.tables").fetchall()}
         assert {"segments", "segment_summary", "segment_history", "scoring_runs", "features_customer"} <= tables
         assert snap.execute("select count(*) from segments").fetchall() == [(500,)]
-        assert snap.execute("select status from scoring_runs where run_id = ?", [run["run_id"]]).fetchall() == [("succeeded",)]
+        assert snap.execute("select status from scoring_runs where run_id = ?", [run["run_id"]]).fetchall() == [
+            ("succeeded",)
+        ]
         snap_summary = snap.execute("select segment, customers from segment_summary order by 1").fetchall()
     finally:
         snap.close()
     assert snap_summary == query(scored_setup, "select segment, customers from segment_summary order by 1")
-    assert sorted(p.name for p in scored_setup.snapshot.parent.iterdir()) == ["mallscore.duckdb", "mallscore_analyst.duckdb"]
+    assert sorted(p.name for p in scored_setup.snapshot.parent.iterdir()) == [
+        "mallscore.duckdb",
+        "mallscore_analyst.duckdb",
+    ]
     assert scored_setup.snapshot.stat().st_mode & 0o777 == 0o600  # owner only, even outside the CLI (no umask)
 
 
 def test_a_stale_running_row_is_marked_abandoned_by_the_next_run(scored_setup: Settings) -> None:
     score_customers(scored_setup)
-    execute(scored_setup, "insert into scoring_runs (run_id, mode, started_at, status) values ('Rdead', 'nightly', now(), 'running')")
+    execute(
+        scored_setup,
+        "insert into scoring_runs (run_id, mode, started_at, status) values ('Rdead', 'nightly', now(), 'running')",
+    )
     score_customers(scored_setup)
     status, error = query(scored_setup, "select status, error from scoring_runs where run_id = 'Rdead'")[0]
     assert status == "abandoned" and "before the run finished" in error
@@ -239,7 +284,10 @@ def test_rescore_write_updates_segments_as_an_adhoc_run(scored_setup: Settings) 
     run = query(scored_setup, "select mode, status, rows_scored from scoring_runs where run_id = ?", [result["run_id"]])
     assert run == [("adhoc", "succeeded", 2)]
     assert dict(query(scored_setup, "select customer_id, run_id from segments where customer_id in (5, 6, 7)")) == {
-        5: result["run_id"], 6: result["run_id"], 7: first["run_id"]}
+        5: result["run_id"],
+        6: result["run_id"],
+        7: first["run_id"],
+    }
     assert counts(scored_setup)["segment_history"] == 502
 
 

@@ -12,7 +12,9 @@ def test_defaults_then_env_then_flags():
     from_env = load_settings(env)
     assert (from_env.warehouse, from_env.models_dir, from_env.lock_timeout) == (Path("/a/w.duckdb"), Path("/a/m"), 5.0)
     flagged = load_settings(env, warehouse=Path("/b/w.duckdb"), lock_timeout=1.0)
-    assert flagged.warehouse == Path("/b/w.duckdb") and flagged.models_dir == Path("/a/m") and flagged.lock_timeout == 1.0
+    assert (
+        flagged.warehouse == Path("/b/w.duckdb") and flagged.models_dir == Path("/a/m") and flagged.lock_timeout == 1.0
+    )
 
 
 def test_bad_lock_timeout_is_a_usage_error():
@@ -25,11 +27,17 @@ def test_snapshot_sits_beside_the_warehouse():
 
 
 def test_importing_the_package_does_no_work(tmp_path):
-    import subprocess, sys
+    import subprocess
+    import sys
 
     code = "import mallscore, mallscore.settings, mallscore.cli, sys; print(sorted(m for m in ('sklearn','skl2onnx','matplotlib') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == []  # no warehouse or models folder created on import

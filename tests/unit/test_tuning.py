@@ -23,11 +23,15 @@ def _results(rows: list[tuple[str, float, float, str, float, float]]) -> dict:
 
     spec = get_spec("default")
     preps = {c: make_preprocessor(spec, c) for c in ("scale", "bins5")}
-    params = [{"prep": preps[p], "clf__C": c, "clf__l1_ratio": l1, "clf__solver": s, "clf__class_weight": None}
-              for p, c, l1, s, _, _ in rows]
-    res = {"params": params,
-           "mean_test_neg_log_loss": np.array([-m for *_, m, _ in rows]),
-           "std_test_neg_log_loss": np.array([sd for *_, sd in rows])}
+    params = [
+        {"prep": preps[p], "clf__C": c, "clf__l1_ratio": l1, "clf__solver": s, "clf__class_weight": None}
+        for p, c, l1, s, _, _ in rows
+    ]
+    res = {
+        "params": params,
+        "mean_test_neg_log_loss": np.array([-m for *_, m, _ in rows]),
+        "std_test_neg_log_loss": np.array([sd for *_, sd in rows]),
+    }
     for k in range(5):
         res[f"split{k}_test_neg_log_loss"] = res["mean_test_neg_log_loss"]
     return res
@@ -37,7 +41,7 @@ def test_one_se_rule_prefers_simplest_then_most_regularised():
     rows = [
         ("bins5", 0.01, 0.0, "newton-cholesky", 0.600, 0.05),  # best, but bins
         ("scale", 10.0, 0.0, "newton-cholesky", 0.620, 0.05),  # within 1 SE (0.05/sqrt5 = 0.022)
-        ("scale", 0.1, 0.0, "newton-cholesky", 0.615, 0.05),   # within, smaller C -> chosen
+        ("scale", 0.1, 0.0, "newton-cholesky", 0.615, 0.05),  # within, smaller C -> chosen
         ("scale", 0.001, 0.0, "newton-cholesky", 0.700, 0.05),  # most regularised but outside 1 SE
     ]
     res = _results(rows)
@@ -53,7 +57,6 @@ def test_tie_break_does_not_depend_on_row_order():
         again = _results(perm)
         assert tuning.readable_params(again["params"][tuning.select_one_se(again)]) == chosen
     assert chosen["C"] == 0.1 and chosen["l1_ratio"] == 0.0
-
 
 
 def test_search_is_deterministic_and_independent_of_grid_order(monkeypatch):
