@@ -131,18 +131,15 @@ def _password_of(url: str | URL | None) -> str | None:
     return str(password) if password is not None else None
 
 
-def resolve_url(url: str | None, env_var: str, what: str, env: dict[str, str] | None = None) -> str:
-    """The URL given on the command line, else the one in ``env_var``; UsageError when neither is set."""
-    import os
-
-    env = os.environ if env is None else env
-    chosen = url or env.get(env_var) or ""
-    if not chosen.strip():
+def resolve_url(url: str | None, configured: str | None, env_var: str, what: str) -> str:
+    """The URL given on the command line, else the configured one (``env_var``); UsageError when neither is set."""
+    chosen = (url or configured or "").strip()
+    if not chosen:
         raise UsageError(
             f"no {what} database: pass a URL or set {env_var} (keep the password out of the URL: "
             "use PGPASSWORD or ~/.pgpass)"
         )
-    return chosen.strip()
+    return chosen
 
 
 def parse_url(url: str) -> URL:

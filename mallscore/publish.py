@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -44,12 +43,12 @@ from mallscore.database import (
     split_table_name,
 )
 from mallscore.errors import EXIT_UNEXPECTED, InputMissingError, MallscoreError
-from mallscore.settings import Settings
+from mallscore.settings import DEFAULT_PUBLISH_TABLE, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-DEFAULT_TABLE = "mallscore_segments"
+DEFAULT_TABLE = DEFAULT_PUBLISH_TABLE
 BATCH_ROWS = 100_000
 INSERT_CHUNK_ROWS = 10_000
 
@@ -92,20 +91,18 @@ def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE) -
         return publish_from(con, url, table, lock_timeout=settings.lock_timeout)
 
 
-def publish_after_run(settings: Settings, run_id: str, env: Mapping[str, str] | None = None) -> dict | None:
-    """The nightly job's optional last step: publish when ``MALLSCORE_PUBLISH_URL`` is set (else None).
+def publish_after_run(settings: Settings, run_id: str) -> dict | None:
+    """The nightly job's optional last step: publish when ``settings.publish_url`` is set (else None).
 
     The run is already committed, so a failure is returned, not raised:
     ``{"status": "failed", "exit_code": 75 or 78, "error": ...}`` with every
     password masked; success is :func:`publish_segments`'s result with
-    ``status`` published. The table is ``MALLSCORE_PUBLISH_TABLE`` (default
-    :data:`DEFAULT_TABLE`).
+    ``status`` published. The table is ``settings.publish_table``
+    (``MALLSCORE_PUBLISH_TABLE``, default :data:`DEFAULT_TABLE`).
     """
-    env = os.environ if env is None else env
-    url = (env.get("MALLSCORE_PUBLISH_URL") or "").strip()
+    url, table = settings.publish_url, settings.publish_table
     if not url:
         return None
-    table = (env.get("MALLSCORE_PUBLISH_TABLE") or "").strip() or DEFAULT_TABLE
     try:
         return {"status": "published", **publish_segments(settings, url, table)}
     except Exception as exc:  # whatever it was, the committed run stands; say so and keep the exit code

@@ -1,6 +1,8 @@
 """One frozen settings object: defaults, then environment variables, then CLI flags.
 
-Building settings does no I/O: paths are only resolved, never created.
+Every ``MALLSCORE_*`` environment variable is read here and nowhere else
+(:data:`ENVIRONMENT` lists them for the README and the tests). Building
+settings does no I/O: paths are only resolved, never created.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ DEFAULT_WAREHOUSE = Path("warehouse/mallscore.duckdb")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_LOCK_TIMEOUT = 60.0
 DEFAULT_MEMORY_LIMIT = "64MB"
+DEFAULT_PUBLISH_TABLE = "mallscore_segments"
+ENVIRONMENT = {
+    "MALLSCORE_WAREHOUSE": "warehouse",
+    "MALLSCORE_MODELS_DIR": "models_dir",
+    "MALLSCORE_LOCK_TIMEOUT": "lock_timeout",
+    "MALLSCORE_MEMORY_LIMIT": "memory_limit",
+    "MALLSCORE_PUBLISH_URL": "publish_url",
+    "MALLSCORE_PUBLISH_TABLE": "publish_table",
+    "MALLSCORE_SOURCE_URL": "source_url",
+    "MALLSCORE_DEBUG": "debug",
+}
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
 
 
@@ -28,6 +41,10 @@ class Settings:
     models_dir: Path = DEFAULT_MODELS_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     memory_limit: str = DEFAULT_MEMORY_LIMIT  # the scoring job's DuckDB memory_limit; "default" = DuckDB's (80% of RAM)
+    publish_url: str | None = None  # where `score` publishes after a run and `publish` writes by default
+    publish_table: str = DEFAULT_PUBLISH_TABLE
+    source_url: str | None = None  # the database `ingest --table/--query` reads by default
+    debug: bool = False  # unexpected errors print their traceback
 
     @property
     def snapshot(self) -> Path:
@@ -56,6 +73,17 @@ def _memory_limit(raw: str) -> str:
     return value
 
 
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    return value or None
+
+
+def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """MALLSCORE_DEBUG as the error handler needs it, even when the other settings are invalid."""
+    env = os.environ if env is None else env
+    return (env.get("MALLSCORE_DEBUG") or "").strip() not in ("", "0", "false", "no")
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -71,6 +99,10 @@ def load_settings(
         models_dir=Path(env["MALLSCORE_MODELS_DIR"]) if env.get("MALLSCORE_MODELS_DIR") else None,
         lock_timeout=_lock_timeout(env["MALLSCORE_LOCK_TIMEOUT"]) if env.get("MALLSCORE_LOCK_TIMEOUT") else None,
         memory_limit=_memory_limit(env["MALLSCORE_MEMORY_LIMIT"]) if env.get("MALLSCORE_MEMORY_LIMIT") else None,
+        publish_url=_text(env, "MALLSCORE_PUBLISH_URL"),
+        publish_table=_text(env, "MALLSCORE_PUBLISH_TABLE"),
+        source_url=_text(env, "MALLSCORE_SOURCE_URL"),
+        debug=debug_enabled(env) or None,
     )
     if lock_timeout is not None and lock_timeout < 0:
         raise UsageError("--lock-timeout must not be negative")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,7 +11,7 @@ from typing import Any, TypeVar
 import typer
 
 from mallscore.errors import EXIT_SIGINT, EXIT_UNEXPECTED, MallscoreError
-from mallscore.settings import Settings, load_settings
+from mallscore.settings import Settings, debug_enabled, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +43,7 @@ def cli_errors(func: F) -> F:
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_SIGINT) from None
         except Exception as exc:  # the last resort: still one line
-            if os.environ.get("MALLSCORE_DEBUG"):
+            if debug_enabled():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise fail(

@@ -55,7 +55,7 @@ def ingest(
 
         if (table is None) == (query is None):
             raise UsageError("with a database source, give exactly one of --table NAME or --query SQL")
-        url = resolve_url(source, "MALLSCORE_SOURCE_URL", "source")
+        url = resolve_url(source, settings.source_url, "MALLSCORE_SOURCE_URL", "source")
         with open_warehouse(settings) as con:
             result = ingest_database(con, url, table=table, query=query)
         unit = "rows in source"

@@ -19,8 +19,11 @@ def publish(
         help="Target database, a SQLAlchemy URL such as postgresql://user@host/db [env MALLSCORE_PUBLISH_URL]. "
         "Keep the password out of the command line: PGPASSWORD, ~/.pgpass or the environment variable.",
     ),
-    table: str = typer.Option(
-        "mallscore_segments", "--table", metavar="NAME", help="Target table, [schema.]name; run rows go to NAME_runs."
+    table: str | None = typer.Option(
+        None,
+        "--table",
+        metavar="NAME",
+        help="Target table, [schema.]name; run rows go to NAME_runs [env MALLSCORE_PUBLISH_TABLE; default mallscore_segments].",
     ),
     lock_timeout: float | None = typer.Option(
         None,
@@ -43,8 +46,8 @@ def publish(
     from mallscore.publish import publish_segments
 
     settings = settings_from(ctx, lock_timeout=lock_timeout)
-    url = resolve_url(to, "MALLSCORE_PUBLISH_URL", "target")
-    result = publish_segments(settings, url, table)
+    url = resolve_url(to, settings.publish_url, "MALLSCORE_PUBLISH_URL", "target")
+    result = publish_segments(settings, url, table or settings.publish_table)
     if json_out:
         emit_json(result)
         return

@@ -50,15 +50,9 @@ def test_postgres_urls_use_psycopg3_and_env_is_the_fallback():
     assert parse_url("postgres://u@h/db").drivername == "postgresql+psycopg"
     assert parse_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert parse_url("sqlite:///x.db").drivername == "sqlite"
-    assert (
-        resolve_url(None, "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"})
-        == "sqlite:///a"
-    )
-    assert (
-        resolve_url("sqlite:///b", "MALLSCORE_PUBLISH_URL", "target", env={"MALLSCORE_PUBLISH_URL": "sqlite:///a"})
-        == "sqlite:///b"
-    )
+    assert resolve_url(None, "sqlite:///a", "MALLSCORE_PUBLISH_URL", "target") == "sqlite:///a"
+    assert resolve_url("sqlite:///b", "sqlite:///a", "MALLSCORE_PUBLISH_URL", "target") == "sqlite:///b"
     with pytest.raises(UsageError, match="MALLSCORE_SOURCE_URL"):
-        resolve_url(None, "MALLSCORE_SOURCE_URL", "source", env={})
+        resolve_url(None, None, "MALLSCORE_SOURCE_URL", "source")
     with pytest.raises(UsageError, match="not a database URL"):
         parse_url("not a url")

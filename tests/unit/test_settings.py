@@ -63,3 +63,36 @@ def test_the_memory_limit_reaches_the_jobs_connection(tmp_path) -> None:
     finally:
         con.close()
     assert limit.replace(" ", "").upper() in ("95.3MIB", "100.0MB", "100MB")
+
+
+def test_every_mallscore_variable_is_read_by_settings_and_nowhere_else() -> None:
+    import re
+
+    import mallscore
+    from mallscore.settings import ENVIRONMENT
+
+    env = {
+        "MALLSCORE_PUBLISH_URL": " postgresql://u@h/db ",
+        "MALLSCORE_PUBLISH_TABLE": "campaign.segments",
+        "MALLSCORE_SOURCE_URL": "sqlite:///src.db",
+        "MALLSCORE_DEBUG": "1",
+    }
+    loaded = load_settings(env)
+    assert (loaded.publish_url, loaded.publish_table, loaded.source_url, loaded.debug) == (
+        "postgresql://u@h/db",
+        "campaign.segments",
+        "sqlite:///src.db",
+        True,
+    )
+    assert load_settings({"MALLSCORE_DEBUG": "0"}).debug is False
+    assert load_settings({}).publish_table == "mallscore_segments"
+    package = Path(mallscore.__file__).parent
+    readers = re.compile(r"(environ|getenv)\b")
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "settings.py" and readers.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == [], f"environment read outside Settings: {offenders}"
+    readme = (package.parent / "README.md").read_text(encoding="utf-8")
+    assert [name for name in ENVIRONMENT if name not in readme] == []
