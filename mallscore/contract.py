@@ -1,13 +1,28 @@
-"""The model card as a scoring contract, and the SQL that enforces it.
+"""The model card as a scoring contract, and the rules it implies, rendered to SQL once.
 
 A model card lists the model's input features by name, in order, with their
 type, range and (for categories) allowed values; it also gives the decision
-threshold and the segment tiers. This module turns a card into a checked
-:class:`Contract` and builds the SQL that selects candidates, rejects rows that
-break the contract (missing, non-finite, out-of-range, unknown category) with a
-reason, and assigns segments. Pure: no connection, no file; identifiers that
-reach SQL are checked against the warehouse catalog by the caller (see
-:func:`check_columns`) and always quoted; every value is a bound parameter.
+threshold and the segment tiers. :func:`contract_from_card` is the one parser
+of a card for every command that scores (``score``, ``rescore``,
+``export-sql``); it returns a checked :class:`Contract`.
+
+The rules a contract implies are written here once and rendered to SQL for
+every place that applies them:
+
+* the quarantine rules (:func:`quarantine_rules`): a feature missing, not a
+  finite float32, outside the card's range or not a known category, checked in
+  that order; :func:`reason_sql` gives the first broken rule's reason (the
+  nightly job), :func:`passes_sql` the same rules as a filter (``export-sql``);
+* the tier rule (:func:`segment_sql`): a customer whose spending score is known
+  gets the first tier (best first) whose ``min_score`` it reaches, any other
+  the first whose ``min_p`` its probability reaches; the last tier catches all;
+* the label rule: ``predicted_high_spender = p >= threshold``.
+
+How a card's values reach the SQL is the renderer's choice (:class:`Params`:
+bound ``$name`` parameters; :class:`Variables`: DuckDB session variables set
+with bound parameters, for the job's temporary views and macros;
+:class:`Literals`: exact constants, for SQL that leaves mallscore). Pure: no
+connection, no file; identifiers are checked as plain names and quoted.
 """
 
 from __future__ import annotations
@@ -133,8 +148,8 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
     names = [f.name for f in features]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a feature is listed twice ({names})")
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"{where}: threshold {threshold} is not a probability")
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"{where}: threshold {threshold} is not a probability strictly between 0 and 1")
     if not isinstance(tiers_raw, list) or not tiers_raw:
         raise ConfigError(f"{where}: 'tiers' must be a non-empty list, best first")
     tiers = []
@@ -149,6 +164,10 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
             )
         except (KeyError, TypeError):
             raise ConfigError(f"{where}: tiers[{i}] needs name, min_p and min_score") from None
+        if not isinstance(item["name"], str) or not item["name"].strip():
+            raise ConfigError(f"{where}: tiers[{i}] has an empty name")
+    if len({t.name for t in tiers}) != len(tiers):
+        raise ConfigError(f"{where}: tier names must be unique ({[t.name for t in tiers]})")
     if any(a.min_p < b.min_p or a.min_score < b.min_score for a, b in zip(tiers, tiers[1:])):
         raise ConfigError(f"{where}: tiers must be ordered best first (min_p and min_score not increasing)")
     if tiers[-1].min_p > 0.0 or tiers[-1].min_score > 1.0:
@@ -201,75 +220,180 @@ def check_columns(contract: Contract, columns: Mapping[str, str]) -> bool:
     return OBSERVED_SCORE_COLUMN in columns
 
 
-# --- SQL -------------------------------------------------------------------------------
+# --- rendering a card's values -------------------------------------------------------
 
 
-def contract_params(contract: Contract) -> dict[str, Any]:
-    """Bound parameters used by :func:`validation_sql` and :func:`segment_sql`."""
-    params: dict[str, Any] = {"threshold": contract.threshold, "float32_max": FLOAT32_MAX}
+class Params:
+    """Card values as named parameters (``$t0_p``); :attr:`values` holds what to bind."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def ref(self, key: str, value: Any) -> str:
+        """The SQL that stands for ``value`` (remembered under ``key``)."""
+        self.values[key] = value
+        return "$" + key
+
+    def number(self, key: str, value: float) -> str:
+        """A double."""
+        return self.ref(key, float(value))
+
+    def text(self, key: str, value: str) -> str:
+        """A string."""
+        return self.ref(key, str(value))
+
+    def is_one_of(self, column: str, key: str, values: Sequence[float]) -> str:
+        """True when ``column`` is one of ``values``."""
+        return f"list_contains({self.ref(key, [float(v) for v in values])}, {column})"
+
+    def as_text(self, expr: str) -> str:
+        """An expression cast to text (for reasons)."""
+        return f"cast({expr} as varchar)"
+
+
+class Variables(Params):
+    """Card values as DuckDB session variables, for views and macros (which cannot bind parameters).
+
+    :func:`set_variables` sets them with bound parameters before the SQL runs.
+    """
+
+    PREFIX = "mallscore_"
+
+    def ref(self, key: str, value: Any) -> str:
+        """``getvariable('mallscore_<key>')``."""
+        self.values[key] = value
+        return f"getvariable('{self.PREFIX}{key}')"
+
+
+def set_variables(con: Any, variables: Variables) -> None:
+    """Set every variable the rendered SQL reads, each value bound (never pasted into the text)."""
+    for key, value in variables.values.items():
+        con.execute(f"set variable {Variables.PREFIX}{key} = $value", {"value": value})
+
+
+class Literals(Params):
+    """Card values as exact constants, for SQL run by another engine (``export-sql``).
+
+    Doubles are written with 17 significant digits in exponent form (read back
+    exactly by DuckDB, PostgreSQL and Spark); strings are quoted with ``''``.
+    """
+
+    def __init__(self, double: str = "double precision") -> None:
+        super().__init__()
+        self.double = double
+
+    def number(self, key: str, value: float) -> str:
+        """``cast(<17 digits> as double)``."""
+        return literal(value, self.double)
+
+    def text(self, key: str, value: str) -> str:
+        """``'value'`` with quotes doubled."""
+        return "'" + str(value).replace("'", "''") + "'"
+
+    def is_one_of(self, column: str, key: str, values: Sequence[float]) -> str:
+        """``column in (...)``."""
+        return f"{column} in ({', '.join(self.number(key, v) for v in values)})"
+
+
+def literal(value: float, double: str = "double precision") -> str:
+    """A double constant every engine reads exactly (ConfigError for inf/NaN)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"the model contains a non-finite constant ({value})")
+    return f"cast({value:.16e} as {double})"
+
+
+# --- the quarantine rules ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One quarantine rule on the card's ``feature``-th feature; ``kind`` says which."""
+
+    feature: int
+    kind: str  # missing | not_finite | below | above | unknown_category
+
+
+def quarantine_rules(contract: Contract) -> list[Rule]:
+    """The card's quarantine rules, in the order they are checked (the first broken one is the reason)."""
+    rules = []
     for i, f in enumerate(contract.features):
-        params[f"f{i}_name"] = f.name
+        rules += [Rule(i, "missing"), Rule(i, "not_finite")]
         if f.min is not None:
-            params[f"f{i}_min"] = f.min
+            rules.append(Rule(i, "below"))
         if f.max is not None:
-            params[f"f{i}_max"] = f.max
+            rules.append(Rule(i, "above"))
         if f.values is not None:
-            params[f"f{i}_values"] = list(f.values)
-            params[f"f{i}_values_text"] = ", ".join(f"{v:g}" for v in f.values)
-    for i, t in enumerate(contract.tiers):
-        params[f"t{i}_name"] = t.name
-        params[f"t{i}_p"] = t.min_p
-        params[f"t{i}_score"] = t.min_score
-    return params
+            rules.append(Rule(i, "unknown_category"))
+    return rules
 
 
-def _range_text(f: Feature, i: int) -> str:
-    lo = f"cast($f{i}_min as varchar)" if f.min is not None else "'-inf'"
-    hi = f"cast($f{i}_max as varchar)" if f.max is not None else "'inf'"
-    return f"{lo} || '..' || {hi}"
+def _broken(rule: Rule, f: Feature, col: str, v: Params) -> str:
+    """SQL true when ``rule`` is broken (NULL was ruled out by the rule before it)."""
+    i = rule.feature
+    if rule.kind == "missing":
+        return f"{col} is null"
+    if rule.kind == "not_finite":  # NaN compares above every number in DuckDB, PostgreSQL and Spark
+        return f"not (abs({col}) <= {v.number('float32_max', FLOAT32_MAX)})"
+    if rule.kind == "below":
+        return f"{col} < {v.number(f'f{i}_min', f.min)}"
+    if rule.kind == "above":
+        return f"{col} > {v.number(f'f{i}_max', f.max)}"
+    return f"not ({v.is_one_of(col, f'f{i}_values', f.values or ())})"
 
 
-def feature_column(i: int) -> str:
-    """The internal name of the card's i-th feature in the scoring queries (never collides with a feature name)."""
-    return f"__feature_{i}"
+def _reason(rule: Rule, f: Feature, col: str, v: Params) -> str:
+    """SQL text saying why ``rule`` rejected the row."""
+    i = rule.feature
+    name, value = v.text(f"f{i}_name", f.name), v.as_text(col)
+    if rule.kind == "missing":
+        return f"{name} || ' is missing'"
+    if rule.kind == "not_finite":
+        return f"{name} || ' ' || {value} || ' is not a finite float32'"
+    if rule.kind in ("below", "above"):
+        lo = v.as_text(v.number(f"f{i}_min", f.min)) if f.min is not None else "'-inf'"
+        hi = v.as_text(v.number(f"f{i}_max", f.max)) if f.max is not None else "'inf'"
+        return f"{name} || ' ' || {value} || ' is {rule.kind} the model''s range ' || {lo} || '..' || {hi}"
+    listed = v.text(f"f{i}_values_text", ", ".join(f"{x:g}" for x in f.values or ()))
+    return f"{name} || ' ' || {value} || ' is not a known category (' || {listed} || ')'"
 
 
-def validation_sql(contract: Contract, columns: Sequence[str] | None = None) -> str:
-    """A SQL expression: NULL when a row meets the contract, else the first failing rule's reason.
+def reason_sql(contract: Contract, values: Params, columns: Sequence[str] | None = None) -> str:
+    """A SQL expression: NULL when a row meets the contract, else the first broken rule's reason.
 
     ``columns`` names the features' columns (default: the feature names).
     """
-    whens = []
-    for i, f in enumerate(contract.features):
-        col, name = quote(columns[i] if columns else f.name), f"$f{i}_name"
-        whens.append(f"when {col} is null then {name} || ' is missing'")
-        whens.append(
-            f"when not isfinite({col}) or abs({col}) > $float32_max "
-            f"then {name} || ' ' || cast({col} as varchar) || ' is not a finite float32'"
-        )
-        if f.min is not None:
-            whens.append(
-                f"when {col} < $f{i}_min then {name} || ' ' || cast({col} as varchar) "
-                f"|| ' is below the model''s range ' || {_range_text(f, i)}"
-            )
-        if f.max is not None:
-            whens.append(
-                f"when {col} > $f{i}_max then {name} || ' ' || cast({col} as varchar) "
-                f"|| ' is above the model''s range ' || {_range_text(f, i)}"
-            )
-        if f.values is not None:
-            whens.append(
-                f"when not list_contains($f{i}_values, {col}) then {name} || ' ' || cast({col} as varchar) "
-                f"|| ' is not a known category (' || $f{i}_values_text || ')'"
-            )
+    cols = [quote(c) for c in (columns or contract.feature_names)]
+    whens = [
+        f"when {_broken(r, contract.features[r.feature], cols[r.feature], values)} "
+        f"then {_reason(r, contract.features[r.feature], cols[r.feature], values)}"
+        for r in quarantine_rules(contract)
+    ]
     return "case\n        " + "\n        ".join(whens) + "\n    end"
 
 
-def segment_sql(contract: Contract, p: str = "p", score: str = "observed_score") -> str:
+def passes_sql(contract: Contract, values: Params, columns: Sequence[str] | None = None) -> str:
+    """A SQL condition: true exactly when :func:`reason_sql` is NULL (the rows the job would score)."""
+    cols = [quote(c) for c in (columns or contract.feature_names)]
+    return "\n        and ".join(
+        f"not ({_broken(r, contract.features[r.feature], cols[r.feature], values)})" for r in quarantine_rules(contract)
+    )
+
+
+# --- the tier and label rules ------------------------------------------------------------
+
+
+def segment_sql(contract: Contract, values: Params, p: str = "p", score: str = "observed_score") -> str:
     """A SQL expression: the tier of a row, observed from its score if known, else predicted from ``p``."""
-    observed = " ".join(f"when {score} >= $t{i}_score then $t{i}_name" for i in range(len(contract.tiers)))
-    predicted = " ".join(f"when {p} >= $t{i}_p then $t{i}_name" for i in range(len(contract.tiers)))
-    last = f"$t{len(contract.tiers) - 1}_name"
+    observed = " ".join(
+        f"when {score} >= {values.number(f't{i}_score', t.min_score)} then {values.text(f't{i}_name', t.name)}"
+        for i, t in enumerate(contract.tiers)
+    )
+    predicted = " ".join(
+        f"when {p} >= {values.number(f't{i}_p', t.min_p)} then {values.text(f't{i}_name', t.name)}"
+        for i, t in enumerate(contract.tiers)
+    )
+    last = values.text(f"t{len(contract.tiers) - 1}_name", contract.tiers[-1].name)
     return (
         f"case when {score} is not null then (case {observed} else {last} end) "
         f"else (case {predicted} else {last} end) end"
@@ -281,140 +405,23 @@ def basis_sql(score: str = "observed_score") -> str:
     return f"case when {score} is not null then 'observed' else 'predicted' end"
 
 
-def candidates_sql(
-    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
-) -> str:
-    """CTEs ending in ``candidates``: the customers a run of ``mode`` scores, features cast to double.
-
-    nightly: never scored, changed since last scored (``updated_at``), or last
-    scored by another model, unless this model already rejected the customer's
-    current data; all: everyone; adhoc: the ids bound as ``$ids``. Needs the
-    parameters ``$model_version`` (and ``$ids`` for adhoc). ``scored=False``
-    (no segments yet) and ``rejected=False`` (no rejection by this model yet)
-    leave out joins that cannot match: a join, even with an empty side, made
-    the streamed query's memory grow with the number of customers.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown scoring mode {mode!r}")
-    score = quote(OBSERVED_SCORE_COLUMN) if has_score else "null"
-    feature_cols = ",\n        ".join(
-        f"cast({quote(f.name)} as double) as {quote(feature_column(i))}" for i, f in enumerate(contract.features)
-    )
-    joins, conditions = [], []
-    if mode == "nightly" and scored:
-        joins.append("left join current_segments using (customer_id)")
-        conditions.append(
-            "(current_segments.customer_id is null\n"
-            "        or features.updated_at is distinct from current_segments.customer_updated_at\n"
-            "        or current_segments.model_version <> $model_version)"
-        )
-    if mode == "nightly" and rejected:
-        joins.append("left join already_rejected using (customer_id)")
-        conditions.append(
-            "(already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)"
-        )
-    if mode == "adhoc":
-        conditions.append("list_contains($ids, features.customer_id)")
-    join_text = "\n    ".join(joins)
-    where = "\n        and ".join(conditions) or "true"
-    return f"""
-with features as (
-    select
-        customer_id,
-        updated_at,
-        cast({score} as double) as observed_score,
-        {feature_cols}
-    from {quote(contract.feature_table)}
-),
-
-current_segments as (
-    select customer_id, model_version, customer_updated_at from segments
-),
-
-already_rejected as (
-    select try_cast(rejected_rows.customer_id as bigint) as customer_id, max(rejected_rows.rejected_at) as rejected_at
-    from rejected_rows
-    inner join scoring_runs using (run_id)
-    where scoring_runs.model_version = $model_version and scoring_runs.status = 'succeeded'
-    group by 1
-),
-
-candidates as (
-    select features.*
-    from features
-    {join_text}
-    where {where}
-)
-"""
+def predicted_sql(contract: Contract, values: Params, p: str = "p") -> str:
+    """A SQL condition: the model predicts a high spender (``p >= threshold``)."""
+    return f"{p} >= {values.number('threshold', contract.threshold)}"
 
 
-def scoring_input_sql(
-    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
-) -> str:
-    """The streamed query: every candidate with its rejection reason; features as float32 only when valid."""
-    return (
-        scoring_input_ctes(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected)
-        + """
-
-select * from final
-"""
-    )
+def contract_params(contract: Contract) -> dict[str, Any]:
+    """Every named parameter the :class:`Params` rendering of the contract's rules binds."""
+    params = Params()
+    reason_sql(contract, params)
+    segment_sql(contract, params)
+    predicted_sql(contract, params)
+    return params.values
 
 
-def scoring_input_ctes(
-    contract: Contract, *, mode: str, has_score: bool, scored: bool = True, rejected: bool = True
-) -> str:
-    """The CTEs of :func:`scoring_input_sql`, ending in ``final`` (for statements that read it twice or in-engine)."""
-    cols = [quote(feature_column(i)) for i in range(len(contract.features))]
-    raw = ", ".join(f"{quote(f.name)} := cast({c} as varchar)" for f, c in zip(contract.features, cols))
-    floats = ",\n        ".join(f"case when reason is null then cast({c} as float) end as {c}" for c in cols)
-    return (
-        candidates_sql(contract, mode=mode, has_score=has_score, scored=scored, rejected=rejected)
-        + f""",
-
-checked as (
-    select *, {validation_sql(contract, [feature_column(i) for i in range(len(contract.features))])} as reason
-    from candidates
-),
-
-final as (
-    select
-        customer_id,
-        updated_at,
-        observed_score,
-        reason,
-        case when reason is not null then to_json(struct_pack({raw})) end as raw_values,
-        {floats}
-    from checked
-)"""
-    )
-
-
-def segment_insert_sql(contract: Contract, source: str, ctes: str = "", p: str = "p") -> str:
-    """INSERT the scored rows of ``source`` (customer_id, updated_at, observed_score, ``p``) into ``segments``.
-
-    ``ctes`` (``with ...``, no trailing comma) defines relations ``source`` may
-    be one of, for a statement that scores in the engine.
-    """
-    head = ctes.rstrip() + ",\n\n" if ctes else "with "
-    return f"""
-insert into segments
-    (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
-{head}scored as (
-    select customer_id, updated_at, observed_score, cast({quote(p)} as double) as p from {quote(source)}
-)
-select
-    customer_id,
-    {segment_sql(contract)},
-    p,
-    p >= $threshold,
-    {basis_sql()},
-    $model_version,
-    $run_id,
-    $scored_at,
-    updated_at
-from scored
-"""
+def feature_column(i: int) -> str:
+    """The internal name of the card's i-th feature in the scoring queries (never collides with a feature name)."""
+    return f"__feature_{i}"
 
 
 def bound(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from mallscore.errors import UsageError
 
 LABEL = "high_spender"
-LABEL_DEFINITION = "spending_score > 50"
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,6 @@ class ModelSpec:
     )
     bins: tuple[int, ...] = (5,)
     label: str = LABEL
-    label_definition: str = LABEL_DEFINITION
     training_table: str = "training_set"
     feature_table: str = "features_customer"
     notes: tuple[str, ...] = field(default_factory=tuple)

@@ -23,24 +23,35 @@ probabilities, which keeps them away from real customers' values. Constants are
 written with 17 significant digits in exponent form, which both DuckDB and
 PostgreSQL read as the exact double.
 
-Rows that the nightly job would quarantine (a missing, non-finite or
-out-of-range feature, an unknown category per the model card) are left out.
-``segment`` is the model's tier from ``p_high_spender`` (first tier, best
-first, whose ``min_p <= p``; else the last tier); ``predicted_high_spender`` is
-``p_high_spender >= threshold``.
+The card is parsed by :func:`mallscore.contract.contract_from_card` and the
+job's rules come from :mod:`mallscore.contract`, rendered with exact
+literals: rows the nightly job would quarantine (a missing, non-finite or
+out-of-range feature, an unknown category) are left out; ``segment`` is the
+tier of the observed spending score where it is known, else of
+``p_high_spender`` (basis says which), exactly as in ``segments``;
+``predicted_high_spender`` is ``p_high_spender >= threshold``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mallscore.contract import (
+    OBSERVED_SCORE_COLUMN,
+    Contract,
+    Literals,
+    basis_sql,
+    contract_from_card,
+    literal,
+    passes_sql,
+    predicted_sql,
+    segment_sql,
+)
 from mallscore.errors import ConfigError, UsageError
 
 DIALECTS = ("duckdb", "postgres")
-FLOAT32_MAX = 3.4028234663852886e38
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _EXP_LIMIT = 700.0  # exp() of more than ~709 overflows a double; PostgreSQL raises instead of returning inf
 
@@ -76,18 +87,18 @@ class _Program:
 
 
 def _literal(value: float) -> str:
-    """A double constant both engines read exactly (exponent form, 17 significant digits)."""
-    value = float(value)
-    if not math.isfinite(value):
-        raise ModelNotExpressibleError(f"the model contains a non-finite constant ({value})")
-    return f"cast({value:.16e} as double precision)"
+    """A double constant both engines read exactly (the contract's rendering)."""
+    try:
+        return literal(value)
+    except ConfigError as exc:
+        raise ModelNotExpressibleError(str(exc)) from None
 
 
 ONE, ZERO = "cast(1 as double precision)", "cast(0 as double precision)"
 
 
 def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    return Literals().text("", value)
 
 
 def _quote(identifier: str) -> str:
@@ -430,52 +441,6 @@ class _Compiler:
         self.emit(node, [f"({e} / ({total}))" for e in exps], "float")
 
 
-def _check_card(card: dict) -> tuple[list[dict], list[str], str, float, list[dict], str]:
-    try:
-        features = list(card["features"])
-        onnx_info = card["onnx"]
-        inputs = list(onnx_info.get("inputs") or [f["name"] for f in features])
-        output = onnx_info.get("probability_output", "probabilities")
-        threshold = float(card["threshold"])
-        tiers = list(card["tiers"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"model card lacks what export-sql needs ({exc!s}): features, onnx, threshold, tiers"
-        ) from None
-    names = [f["name"] for f in features]
-    if inputs != names:
-        raise ConfigError(f"model card inputs {inputs} do not match its features {names}")
-    if not tiers or any("name" not in t or "min_p" not in t for t in tiers):
-        raise ConfigError("model card tiers must each have a name and min_p")
-    if not math.isfinite(threshold):
-        raise ConfigError("model card threshold is not a finite number")
-    table = card.get("feature_table") or "features_customer"
-    _quote(table)
-    for f in features:
-        _quote(f["name"])
-        if f.get("type", "float32") != "float32":
-            raise ModelNotExpressibleError(
-                f"feature {f['name']!r} has type {f.get('type')!r}; export-sql handles float32 features"
-            )
-    return features, inputs, output, threshold, tiers, table
-
-
-def _contract_filter(features: list[dict]) -> str:
-    """The rows the nightly job scores: every feature present, finite, in range and a known category."""
-    rules = []
-    for f in features:
-        col = _quote(f["name"])
-        rules.append(f"{col} is not null")
-        rules.append(f"abs({col}) <= {_literal(FLOAT32_MAX)}")  # also false for NaN in both engines
-        if f.get("min") is not None:
-            rules.append(f"{col} >= {_literal(f['min'])}")
-        if f.get("max") is not None:
-            rules.append(f"{col} <= {_literal(f['max'])}")
-        if f.get("values") is not None:
-            rules.append(f"{col} in ({', '.join(_literal(v) for v in f['values'])})")
-    return "\n        and ".join(rules)
-
-
 def _needed_nodes(model: Any, output: str) -> list[Any]:
     """The nodes the probability output depends on, in graph order (labels and other outputs are ignored)."""
     producers = {name: node for node in model.graph.node for name in node.output}
@@ -498,12 +463,9 @@ def _needed_nodes(model: Any, output: str) -> list[Any]:
 
 @dataclass
 class _Compiled:
-    """A compiled graph: the card's parts, one input expression per graph input, the steps and the probability."""
+    """A compiled graph: the card's contract, one input expression per graph input, the steps and the probability."""
 
-    features: list[dict]
-    threshold: float
-    tiers: list[dict]
-    table: str
+    contract: Contract
     inputs: list[tuple[str, str]]  # (column name x_i, graph input name)
     steps: list[tuple[str, list[tuple[str, str]]]]
     p_expr: str
@@ -513,7 +475,8 @@ def _compile(card: dict, onnx_bytes: bytes) -> _Compiled:
     """Check the card, parse the graph and evaluate it symbolically (ModelNotExpressibleError if it cannot)."""
     import onnx
 
-    features, inputs, output, threshold, tiers, table = _check_card(card)
+    contract = contract_from_card(card)  # the one card parser, shared with the scoring job
+    inputs, output = list(contract.inputs), contract.probability_output
     try:
         model = onnx.load_from_string(onnx_bytes)
     except Exception as exc:  # the protobuf parser raises several types
@@ -552,9 +515,7 @@ def _compile(card: dict, onnx_bytes: bytes) -> _Compiled:
     column = int(card.get("onnx", {}).get("probability_column", 1))
     if not 0 <= column < len(probabilities.columns):
         raise ConfigError(f"probability_column {column} is outside the {len(probabilities.columns)} output columns")
-    return _Compiled(
-        features, threshold, tiers, table, input_columns, compiler.program.ctes, probabilities.columns[column]
-    )
+    return _Compiled(contract, input_columns, compiler.program.ctes, probabilities.columns[column])
 
 
 def _input_expr(column: str) -> str:
@@ -575,38 +536,56 @@ def _step_ctes(compiled: _Compiled, first: str, prefix: str, dialect: str) -> tu
     return ctes, previous
 
 
-def compile_model_sql(card: dict, onnx_bytes: bytes, dialect: str = "duckdb") -> str:
-    """One SQL SELECT over the card's feature table returning customer_id, p_high_spender, predicted_high_spender, segment.
+def compile_model_sql(
+    card: dict, onnx_bytes: bytes, dialect: str = "duckdb", observed_score: str | None = OBSERVED_SCORE_COLUMN
+) -> str:
+    """One SQL SELECT over the card's feature table: customer_id, p_high_spender, predicted_high_spender, segment, basis.
 
-    Raises ModelNotExpressibleError (a ConfigError, exit 78) for graphs it
-    cannot express exactly, and UsageError for an unknown dialect.
+    The rows, the label and the segment follow the scoring job's rules, rendered
+    by :mod:`mallscore.contract` (the same code that writes the job's SQL): rows
+    the job quarantines are left out, and a customer whose ``observed_score``
+    column is not NULL gets the tier of that score, any other the tier of its
+    probability. ``observed_score=None`` is for a feature table without the
+    column: every row then gets the model's tier (basis 'predicted'). Raises
+    ModelNotExpressibleError (a ConfigError, exit 78) for graphs it cannot
+    express exactly, and UsageError for an unknown dialect.
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown SQL dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
     compiled = _compile(card, onnx_bytes)
-    features, threshold, tiers, table = compiled.features, compiled.threshold, compiled.tiers, compiled.table
-    ctes = [f"features as (\n    select * from {_quote(table)}\n)"]
+    contract = compiled.contract
+    values = Literals()
+    score = (
+        f"cast({_quote(observed_score)} as double precision)" if observed_score else "cast(null as double precision)"
+    )
+    ctes = [f"features as (\n    select * from {_quote(contract.feature_table)}\n)"]
     ctes.append(
         "inputs as (\n    select\n        customer_id,\n        "
+        + f"{score} as observed_score,\n        "
         + ",\n        ".join(f"{_input_expr(graph_input)} as {name}" for name, graph_input in compiled.inputs)
-        + f"\n    from features\n    where {_contract_filter(features)}\n)"
+        + f"\n    from features\n    where {passes_sql(contract, values)}\n)"
     )
     steps, previous = _step_ctes(compiled, "inputs", "", dialect)
     ctes += steps
-    ctes.append(f"scored as (\n    select customer_id, {compiled.p_expr} as p_high_spender\n    from {previous}\n)")
-    segment = " ".join(
-        f"when p_high_spender >= {_literal(float(t['min_p']))} then {_text(str(t['name']))}" for t in tiers
+    ctes.append(
+        f"scored as (\n    select customer_id, observed_score, {compiled.p_expr} as p_high_spender\n    from {previous}\n)"
     )
     ctes.append(
         "final as (\n    select\n        customer_id,\n        p_high_spender,\n"
-        f"        p_high_spender >= {_literal(threshold)} as predicted_high_spender,\n"
-        f"        case {segment} else {_text(str(tiers[-1]['name']))} end as segment\n    from scored\n)"
+        f"        {predicted_sql(contract, values, 'p_high_spender')} as predicted_high_spender,\n"
+        f"        {segment_sql(contract, values, 'p_high_spender', 'observed_score')} as segment,\n"
+        f"        {basis_sql('observed_score')} as basis\n    from scored\n)"
     )
     header = (
-        f"-- mallscore export-sql: model {card.get('spec', '?')}/{card.get('version', '?')} "
+        f"-- mallscore export-sql: model {contract.spec}/{contract.version} "
         f"(onnx sha256 {str(card.get('onnx', {}).get('sha256', '?'))[:16]}...), dialect {dialect}.\n"
         "-- p_high_spender is computed in double precision from float32-rounded inputs; it matches onnxruntime\n"
-        "-- within float32 rounding (~1e-7). Rows the nightly job would quarantine are left out.\n"
+        "-- within float32 rounding (~1e-7). Rows the nightly job would quarantine are left out; the segment\n"
+        + (
+            f"-- is the tier of {observed_score} where it is known (basis 'observed'), else of p_high_spender.\n"
+            if observed_score
+            else "-- is the tier of p_high_spender (exported without an observed score column).\n"
+        )
     )
     return header + "with " + ",\n\n".join(ctes) + "\n\nselect * from final\n"
 
@@ -637,10 +616,16 @@ def compile_model_ctes(
     return ",\n\n".join(ctes), relation
 
 
-def export_sql(models_dir, version: str | None = None, dialect: str = "duckdb", spec: str = "default") -> str:
+def export_sql(
+    models_dir,
+    version: str | None = None,
+    dialect: str = "duckdb",
+    spec: str = "default",
+    observed_score: str | None = OBSERVED_SCORE_COLUMN,
+) -> str:
     """The SQL of a registered model (the champion of ``spec`` unless ``version`` is given), verified first."""
     from mallscore import registry
 
     path = registry.card_path(models_dir, version) if version else registry.champion_card_path(models_dir, spec)
     card, onnx_bytes = registry.verify_model(path)
-    return compile_model_sql(card, onnx_bytes, dialect)
+    return compile_model_sql(card, onnx_bytes, dialect, observed_score)

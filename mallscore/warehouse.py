@@ -209,3 +209,19 @@ def label_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "select count(*), coalesce(sum(high_spender), 0) from labels_high_spender"
     ).fetchall()[0]
     return {"rows": int(rows), "positives": int(positives)}
+
+
+def label_rule() -> dict:
+    """The label's definition from ``sql/25_label_rule.sql`` (its one place), evaluated in memory.
+
+    ``{"high_spender_above": 50, "definition": "spending_score > 50"}``; training
+    writes it into the card and starts the loyalty tier's observed scores there.
+    """
+    rule = next(f for f in sql_files() if f.relation == "label_rule")
+    con = duckdb.connect(config={"enable_external_access": "false"})
+    try:
+        con.execute(rule.text)
+        above, definition = con.execute("select high_spender_above, definition from label_rule").fetchall()[0]
+    finally:
+        con.close()
+    return {"high_spender_above": int(above), "definition": str(definition)}

@@ -64,14 +64,26 @@ def export_sql(
     dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres", help="SQL dialect to print."),
     model: str | None = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
     spec: str = typer.Option("default", "--spec", help="Model spec whose champion is exported (without --model)."),
+    observed_score: bool = typer.Option(
+        True,
+        "--observed-score/--no-observed-score",
+        help="Read spending_score from the feature table and give a customer whose score is known the tier of "
+        "that score, as the nightly job does [default]; --no-observed-score for a table without the column "
+        "(every customer then gets the model's tier).",
+    ),
 ) -> None:
-    """Print the model as one SQL SELECT over features_customer: customer_id, p_high_spender, predicted_high_spender, segment.
+    """Print the model as one SQL SELECT over features_customer: the job's segments, computed in your engine.
 
-    Run it in DuckDB or in the mall's PostgreSQL warehouse (with a features_customer
-    table) to score inside the engine; it matches onnxruntime within 1e-6.
-    Exit 78 when the model cannot be expressed exactly in SQL, is missing or was tampered with.
+    Columns: customer_id, p_high_spender, predicted_high_spender, segment, basis,
+    by the same rules as `mallscore score` (rows it would quarantine are left
+    out; a known spending score decides the tier). Run it in DuckDB or in the
+    mall's PostgreSQL warehouse (with a features_customer table) to score inside
+    the engine; it matches onnxruntime within 1e-6. Exit 78 when the model
+    cannot be expressed exactly in SQL, is missing or was tampered with.
     """
+    from mallscore.contract import OBSERVED_SCORE_COLUMN
     from mallscore.sqlexport import export_sql as build_sql
 
     settings = settings_from(ctx)
-    typer.echo(build_sql(settings.models_dir, model, dialect.lower(), spec), nl=False)
+    column = OBSERVED_SCORE_COLUMN if observed_score else None
+    typer.echo(build_sql(settings.models_dir, model, dialect.lower(), spec, column), nl=False)

@@ -5,6 +5,6 @@ imported inside the functions that need them.
 """
 
 from mallscore.training.budget import FULL, QUICK, Budget, get_budget
-from mallscore.training.job import read_training_set, train_frame, train_model
+from mallscore.training.job import read_training_set, train_frame
 
-__all__ = ["Budget", "FULL", "QUICK", "get_budget", "read_training_set", "train_frame", "train_model"]
+__all__ = ["Budget", "FULL", "QUICK", "get_budget", "read_training_set", "train_frame"]

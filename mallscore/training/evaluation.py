@@ -18,8 +18,9 @@ Rules, stated once:
   high-spender rate (Wilson 95% interval), its lift over the base rate and its
   share of customers.
 * Tiers by observed score (customers whose spending score is already known):
-  the first tier whose ``min_score <= score``: premium 75, loyalty 51, nurture
-  35, low_priority 1. Loyalty starts at 51 because score > 50 is the label.
+  the first tier whose ``min_score <= score``: premium 75, loyalty from the
+  label's cut (51 for ``spending_score > 50``, read from ``sql/25_label_rule.sql``),
+  nurture 35, low_priority 1: a known high spender is at least loyalty.
 * Odds ratios: per one standard deviation of each feature, from a standardised
   logistic regression with the tuned C, l1_ratio and class_weight, fitted on all
   labelled rows; 95% percentile intervals from bootstrap resamples of the rows.
@@ -37,9 +38,9 @@ from mallscore.training.leakage import roc_auc
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 TIER_RULES = (
-    # name, share of customers by probability, min observed spending score
+    # name, share of customers by probability, min observed spending score (None: the label's cut)
     ("premium", 0.20, 75.0),
-    ("loyalty", 0.30, 51.0),
+    ("loyalty", 0.30, None),
     ("nurture", 0.25, 35.0),
     ("low_priority", 0.25, 1.0),
 )
@@ -50,7 +51,7 @@ THRESHOLD_RULE = (
 TIER_RULE = (
     "by probability: premium top 20%, loyalty next 30%, nurture next 25%, low_priority the rest, cut on "
     "out-of-fold probabilities (tier = first with min_p <= p); by observed score: first with min_score <= score "
-    "(premium 75, loyalty 51, nurture 35, low_priority 1)"
+    "(premium 75, loyalty from the label's cut, nurture 35, low_priority 1)"
 )
 
 
@@ -190,8 +191,11 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def make_tiers(y: np.ndarray, p: np.ndarray) -> list[dict]:
-    """Tier cut-offs on out-of-fold probabilities, with observed rate, lift and share (best first)."""
+def make_tiers(y: np.ndarray, p: np.ndarray, high_spender_above: int) -> list[dict]:
+    """Tier cut-offs on out-of-fold probabilities, with observed rate, lift and share (best first).
+
+    ``high_spender_above`` is the label's cut: the loyalty tier's observed scores start just above it.
+    """
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     order = np.sort(p)[::-1]
@@ -217,7 +221,7 @@ def make_tiers(y: np.ndarray, p: np.ndarray) -> list[dict]:
             {
                 "name": name,
                 "min_p": cut,
-                "min_score": min_score,
+                "min_score": float(high_spender_above + 1) if min_score is None else min_score,
                 "observed_rate": rate,
                 "lift": rate / base if rate is not None and base > 0 else None,
                 "share": n / p.size,
@@ -228,14 +232,6 @@ def make_tiers(y: np.ndarray, p: np.ndarray) -> list[dict]:
         )
         previous_cut = cut
     return tiers
-
-
-def assign_tier(tiers: list[dict], p: float) -> str:
-    """The tier of a probability: the first whose min_p <= p."""
-    for tier in tiers:
-        if tier["min_p"] <= p:
-            return tier["name"]
-    return tiers[-1]["name"]
 
 
 def calibration_points(y: np.ndarray, p: np.ndarray, n_bins: int = 8) -> dict:

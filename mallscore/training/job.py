@@ -32,6 +32,7 @@ from mallscore.errors import BadInputError, InputMissingError
 from mallscore.settings import Settings
 from mallscore.specs import ModelSpec, get_spec
 from mallscore.training.budget import FULL, Budget
+from mallscore.warehouse import label_rule as warehouse_label_rule
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +160,6 @@ def _mean_std(block: dict) -> dict:
     return {m: {"mean": v["mean"], "std": v["std"]} for m, v in block.items()}
 
 
-def train_model(
-    con,
-    settings: Settings,
-    spec_name: str = "default",
-    allow_leakage: bool = False,
-    promote: bool = True,
-    progress: Progress | None = None,
-    budget: Budget = FULL,
-) -> dict:
-    """Train, evaluate, export and register a model of ``spec_name`` from the warehouse on ``con``."""
-    spec = get_spec(spec_name)
-    frame = read_training_set(con, spec)
-    return train_frame(
-        frame, settings, spec_name, allow_leakage=allow_leakage, promote=promote, progress=progress, budget=budget
-    )
-
-
 def train_frame(
     frame: pd.DataFrame,
     settings: Settings,
@@ -185,7 +169,10 @@ def train_frame(
     progress: Progress | None = None,
     budget: Budget = FULL,
 ) -> dict:
-    """Like :func:`train_model` on rows already read (lets the caller release the warehouse early)."""
+    """Train, evaluate, export and register a model of ``spec_name`` on rows read by :func:`read_training_set`.
+
+    Reading first lets the caller release the warehouse before the long work.
+    """
     from sklearn.model_selection import train_test_split
 
     from mallscore.training import evaluation, export, report, tuning
@@ -232,7 +219,8 @@ def train_frame(
 
     oof = evaluation.oof_probabilities(make_pipe, X_train, y_train, budget)
     threshold = evaluation.choose_threshold(y_train, oof)
-    tiers = evaluation.make_tiers(y_train, oof)
+    label_rule = warehouse_label_rule()
+    tiers = evaluation.make_tiers(y_train, oof, label_rule["high_spender_above"])
     calibration = evaluation.calibration_points(y_train, oof)
     p_test = tuned.search.best_estimator_.predict_proba(X_test)[:, 1]
     test = evaluation.classification_metrics(y_test, p_test, threshold)
@@ -269,7 +257,7 @@ def train_frame(
         "description": spec.description,
         "features": [f.card_entry() for f in spec.features],
         "feature_table": spec.feature_table,
-        "label": {"name": spec.label, "definition": spec.label_definition},
+        "label": {"name": spec.label, "definition": label_rule["definition"]},
         "onnx": exported.as_card(features),
         "threshold": threshold,
         "threshold_rule": evaluation.THRESHOLD_RULE,

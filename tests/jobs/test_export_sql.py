@@ -142,7 +142,8 @@ def _features(path) -> dict:
     con = duckdb.connect(str(path), read_only=True)
     try:
         return con.execute(
-            "select customer_id, age, annual_income, gender_female from features_customer order by customer_id"
+            "select customer_id, age, annual_income, gender_female, spending_score from features_customer "
+            "order by customer_id"
         ).fetchnumpy()
     finally:
         con.close()
@@ -165,9 +166,11 @@ def _expected(card: dict, data: bytes, feats: dict) -> dict:
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     feeds = {n: feats[n][keep].astype(np.float32).reshape(-1, 1) for n in FEATURES}
     p = session.run(["probabilities"], feeds)[0][:, 1].astype(np.float64)
+    score = np.ma.filled(np.ma.asarray(feats["spending_score"]).astype(float), np.nan)[keep]  # NaN where unknown
+    known = np.isfinite(score)
     tiers = np.full(p.shape, card["tiers"][-1]["name"], dtype=object)
-    for tier in reversed(card["tiers"]):
-        tiers[p >= tier["min_p"]] = tier["name"]
+    for tier in reversed(card["tiers"]):  # the job's rule: the observed score decides where it is known
+        tiers[(known & (score >= tier["min_score"])) | (~known & (p >= tier["min_p"]))] = tier["name"]
     return {"customer_id": feats["customer_id"][keep], "p": p, "label": p >= card["threshold"], "segment": tiers}
 
 
@@ -209,10 +212,12 @@ def test_parity_with_onnxruntime_on_postgres(models, warehouse, pg_server, name)
         if c.execute("select to_regclass('features_customer')").fetchall()[0][0] is None:
             c.execute(
                 "create table features_customer (customer_id bigint primary key, age double precision, "
-                "annual_income double precision, gender_female double precision)"
+                "annual_income double precision, gender_female double precision, spending_score double precision)"
             )
             with c.cursor().copy("copy features_customer from stdin") as copy:
-                for row in zip(*(feats[k].tolist() for k in ("customer_id", *FEATURES))):
+                for row in zip(
+                    *(np.ma.asarray(feats[k]).tolist() for k in ("customer_id", *FEATURES, "spending_score"))
+                ):
                     copy.write_row(row)
         rows = c.execute(compile_model_sql(card, data, "postgres")).fetchall()
     _compare(rows, _expected(card, data, feats))
@@ -338,5 +343,5 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
     assert ours.keys() == job.keys()
     assert max(abs(ours[k][0] - job[k][0]) for k in job) < 1e-6
     assert all(ours[k][1] == job[k][1] for k in job)  # same label on every customer
-    predicted = [k for k in job if job[k][3] == "predicted"]
-    assert len(predicted) == 2000 and all(ours[k][2] == job[k][2] for k in predicted)  # the model's tier
+    assert all(ours[k][2:] == job[k][2:] for k in job)  # same segment and basis for every basis
+    assert sum(job[k][3] == "predicted" for k in job) == 2000  # both bases really occur

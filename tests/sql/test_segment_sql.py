@@ -8,11 +8,15 @@ from mallscore.errors import ConfigError
 from mallscore.warehouse import build, connect
 
 ROW = "(?, ?, ?, ?, ?, 'v1', ?, timestamp '2026-01-01 02:00', timestamp '2026-01-01 00:00')"
+COLUMNS = (
+    "customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, "
+    "customer_updated_at"
+)
 
 
 def _insert(con, table: str, rows: list[tuple]) -> None:
     for row in rows:
-        con.execute(f"insert into {table} values {ROW}", list(row))
+        con.execute(f"insert into {table} ({COLUMNS}) values {ROW}", list(row))
 
 
 def test_history_is_archive_plus_current_once_each(tmp_path) -> None:

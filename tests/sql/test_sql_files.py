@@ -35,7 +35,9 @@ def test_build_is_idempotent_and_creates_every_relation(tmp_path):
     build(con)
     names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {f.relation for f in sql_files()} <= names
-    assert set(relation_counts(con).values()) == {0}
+    counts = relation_counts(con)
+    assert counts.pop("label_rule") == 1  # the label's definition: one row, stated once
+    assert set(counts.values()) == {0}
 
 
 def test_features_and_labels_follow_the_raw_rows(con):
@@ -52,6 +54,21 @@ def test_features_and_labels_follow_the_raw_rows(con):
         (2, 0),
     ]
     assert con.execute("select count(*) from training_set").fetchall() == [(2,)]
+    # the cut lives in label_rule alone: moving it there moves every label
+    con.execute(
+        "create or replace view label_rule as select 40 as high_spender_above, 'spending_score > 40' as definition"
+    )
+    assert con.execute("select customer_id, high_spender from labels_high_spender order by 1").fetchall() == [
+        (1, 1),
+        (2, 1),
+    ]
+
+
+def test_the_label_cut_is_written_in_one_sql_file_only():
+    from mallscore.warehouse import SQL_DIR
+
+    mentions = [p.name for p in sorted(SQL_DIR.rglob("*.sql")) if "> 50" in p.read_text() or " 50 as" in p.read_text()]
+    assert mentions == ["25_label_rule.sql"]
 
 
 def test_key_checks_fail_the_build_on_a_duplicate(con):

@@ -10,12 +10,17 @@ import pytest
 
 from mallscore.contract import (
     Contract,
+    Literals,
+    Params,
+    Variables,
     bound,
     check_columns,
     contract_from_card,
     contract_params,
+    passes_sql,
+    reason_sql,
     segment_sql,
-    validation_sql,
+    set_variables,
 )
 from mallscore.errors import ConfigError
 
@@ -121,7 +126,7 @@ def _reasons(contract: Contract, rows: list[tuple]) -> list[str | None]:
     try:
         con.execute("create table candidates (age double, annual_income double, gender_female double)")
         con.executemany("insert into candidates values (?, ?, ?)", rows)
-        sql = f"select {validation_sql(contract)} from candidates"
+        sql = f"select {reason_sql(contract, Params())} from candidates"
         return [r[0] for r in con.execute(sql, bound(sql, contract_params(contract))).fetchall()]
     finally:
         con.close()
@@ -181,7 +186,7 @@ def test_segment_rules_observed_score_first_then_probability() -> None:
     ]
     try:
         sql = (
-            "select " + segment_sql(contract, p="p", score="s") + " from (select unnest($p) as p, "
+            "select " + segment_sql(contract, Params(), p="p", score="s") + " from (select unnest($p) as p, "
             "cast(unnest($s) as double) as s)"
         )
         params = {**contract_params(contract), "p": [r[0] for r in rows], "s": [r[1] for r in rows]}
@@ -189,3 +194,81 @@ def test_segment_rules_observed_score_first_then_probability() -> None:
     finally:
         con.close()
     assert got == [r[2] for r in rows]
+
+
+ROWS = [
+    (30, 50, 1),
+    (None, 50, 1),
+    (math.nan, 50, 1),
+    (30, math.inf, 0),
+    (30, -math.inf, 0),
+    (30, 1e39, 0),
+    (90, 50, 0),
+    (17.5, 50, 0),
+    (30, 500, 0),
+    (30, 50, 0.5),
+    (18, 140, 0),
+    (70, 15, 1),
+]
+
+
+def test_one_rule_set_every_rendering_agrees() -> None:
+    """The job's reasons (parameters, session variables) and export-sql's filter (literals) admit the same rows."""
+    contract = contract_from_card(CARD)
+    con = duckdb.connect()
+    try:
+        con.execute("create table candidates (age double, annual_income double, gender_female double)")
+        con.executemany("insert into candidates values (?, ?, ?)", ROWS)
+        by_params = f"select {reason_sql(contract, Params())} is null from candidates order by rowid"
+        admitted = [r[0] for r in con.execute(by_params, bound(by_params, contract_params(contract))).fetchall()]
+        variables = Variables()
+        by_variables = f"select {reason_sql(contract, variables)} is null from candidates order by rowid"
+        set_variables(con, variables)
+        assert [r[0] for r in con.execute(by_variables).fetchall()] == admitted
+        filtered = f"select {passes_sql(contract, Literals())} from candidates order by rowid"
+        assert [bool(r[0]) for r in con.execute(filtered).fetchall()] == admitted
+        assert admitted == [True] + [False] * 9 + [True, True]
+    finally:
+        con.close()
+
+
+def test_tier_rule_renders_the_same_with_literals_and_variables() -> None:
+    contract = contract_from_card(CARD)
+    cases = [(p / 20, s) for p in range(21) for s in (None, 1.0, 50.0, 51.0, 74.0, 75.0, 100.0)]
+    con = duckdb.connect()
+    try:
+        con.execute("create table t (p double, s double)")
+        con.executemany("insert into t values (?, ?)", cases)
+        variables = Variables()
+        with_variables = f"select {segment_sql(contract, variables, 'p', 's')} from t order by rowid"
+        set_variables(con, variables)
+        with_literals = f"select {segment_sql(contract, Literals(), 'p', 's')} from t order by rowid"
+        assert con.execute(with_variables).fetchall() == con.execute(with_literals).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ([{"name": "", "min_p": 0.0, "min_score": 0}], "empty name"),
+        (
+            [{"name": "a", "min_p": 0.5, "min_score": 50}, {"name": "a", "min_p": 0.0, "min_score": 0}],
+            "unique",
+        ),
+    ],
+)
+def test_tier_names_must_be_non_empty_and_unique(tiers, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        contract_from_card(card_with(tiers=tiers))
+
+
+def test_a_card_value_never_becomes_sql_text() -> None:
+    card = copy.deepcopy(CARD)
+    card["tiers"][0]["name"] = "top'; drop table segments; --"
+    contract = contract_from_card(card)
+    variables = Variables()
+    sql = segment_sql(contract, variables)
+    assert "drop table" not in sql and variables.values["t0_name"] == card["tiers"][0]["name"]
+    quoted = segment_sql(contract, Literals())
+    assert "'top''; drop table segments; --'" in quoted

@@ -37,7 +37,7 @@ def test_tiers_are_ordered_cover_everyone_and_report_lift():
     rng = np.random.default_rng(1)
     p = rng.random(1000)
     y = (rng.random(1000) < p).astype(int)
-    tiers = evaluation.make_tiers(y, p)
+    tiers = evaluation.make_tiers(y, p, 50)
     assert [t["name"] for t in tiers] == ["premium", "loyalty", "nurture", "low_priority"]
     assert [t["min_score"] for t in tiers] == [75, 51, 35, 1]
     assert tiers[-1]["min_p"] == 0.0
@@ -48,9 +48,19 @@ def test_tiers_are_ordered_cover_everyone_and_report_lift():
     for t in tiers:
         assert t["rate_ci_low"] <= t["observed_rate"] <= t["rate_ci_high"]
     counts = {t["name"]: 0 for t in tiers}
-    for value in p:
-        counts[evaluation.assign_tier(tiers, value)] += 1
+    for value in p:  # the tier rule: the first tier (best first) whose min_p the probability reaches
+        counts[next(t["name"] for t in tiers if t["min_p"] <= value)] += 1
     assert [counts[t["name"]] for t in tiers] == [t["n"] for t in tiers]
+
+
+def test_the_label_cut_is_read_from_its_one_sql_file_and_starts_the_loyalty_tier():
+    from mallscore.warehouse import label_rule
+
+    rule = label_rule()
+    assert rule == {"high_spender_above": 50, "definition": "spending_score > 50"}
+    rng = np.random.default_rng(0)
+    tiers = evaluation.make_tiers(rng.integers(0, 2, 200), rng.random(200), 60)
+    assert [t["min_score"] for t in tiers] == [75, 61, 35, 1]
 
 
 def test_metrics_at_threshold_and_confusion_matrix():

@@ -1,0 +1,115 @@
+"""Loading a model for scoring: verified before anything reads it, then onnxruntime or compiled SQL.
+
+The card and the ONNX bytes are checked against their sha256 by the registry
+before either is parsed; the card becomes a :class:`~mallscore.contract.Contract`
+(the one card parser) and the ONNX graph must take exactly the card's inputs.
+scikit-learn and skl2onnx are never imported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from mallscore.contract import Contract, contract_from_card, feature_column
+from mallscore.errors import ConfigError, UsageError
+from mallscore.settings import Settings
+
+ENGINES = ("onnx", "sql")
+MODEL_SOURCE = "run_valid"  # the valid candidates the compiled model reads (engine sql)
+
+
+@dataclass
+class LoadedModel:
+    """A verified model: its card, the contract it implies, and how it scores.
+
+    ``engine`` onnx: ``session`` is an onnxruntime session. ``engine`` sql:
+    ``sql`` is (CTEs, relation) compiled from the ONNX graph by
+    :func:`mallscore.sqlexport.compile_model_ctes`, reading the contract's
+    valid rows from :data:`MODEL_SOURCE`; onnxruntime is never loaded.
+    """
+
+    card: dict
+    contract: Contract
+    sha256: str
+    session: Any
+    engine: str = "onnx"
+    sql: tuple[str, str] | None = None
+
+    @property
+    def version(self) -> str:
+        """The model version (the card's)."""
+        return self.contract.version
+
+
+def _verified_model(settings: Settings, version: str | None) -> tuple[dict, bytes]:
+    """The champion's (or ``version``'s) card and ONNX bytes, both sha256-checked before anything loads."""
+    from mallscore import registry
+
+    path = (
+        registry.champion_card_path(settings.models_dir)
+        if version is None
+        else registry.card_path(settings.models_dir, version)
+    )
+    return registry.verify_model(path)
+
+
+def load_model(settings: Settings, version: str | None = None, engine: str = "onnx") -> LoadedModel:
+    """Verify the model's checksum, check its card, then open an onnxruntime session on it (or compile it to SQL)."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown scoring engine {engine!r}; use {' or '.join(ENGINES)}")
+    card, data = _verified_model(settings, version)
+    contract = contract_from_card(card)
+    if engine == "sql":
+        from mallscore.sqlexport import compile_model_ctes
+
+        columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
+        sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
+        return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), None, engine="sql", sql=sql)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ConfigError(
+            f"model {contract.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
+        ) from None
+    _check_session(contract, session)
+    return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), session)
+
+
+def _check_session(contract: Contract, session: Any) -> None:
+    """The graph takes exactly the card's inputs as float tensors and has its probability output."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    where = f"model {contract.version}"
+    for name in contract.inputs:
+        if name not in inputs:
+            raise ConfigError(f"{where}: the ONNX graph has no input {name!r} that its card lists")
+        if inputs[name].type != "tensor(float)":
+            raise ConfigError(f"{where}: ONNX input {name!r} is {inputs[name].type}, expected tensor(float)")
+    extra = sorted(set(inputs) - set(contract.inputs))
+    if extra:
+        raise ConfigError(f"{where}: the ONNX graph has inputs the card does not list: {extra}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    output = outputs.get(contract.probability_output)
+    if output is None:
+        raise ConfigError(f"{where}: the ONNX graph has no output {contract.probability_output!r}")
+    if output.type != "tensor(float)" or len(output.shape or []) != 2 or output.shape[1] not in (2, None):
+        raise ConfigError(
+            f"{where}: the card's probability output {contract.probability_output!r} is {output.type} "
+            f"{output.shape}, expected a float tensor of shape [N, 2]"
+        )
+
+
+def predict(model: LoadedModel, feeds: dict[str, Any]) -> Any:
+    """P(high spender) as float32 for finite float32 ``[n, 1]`` feeds, one per feature."""
+    import numpy as np
+
+    for name, values in feeds.items():
+        if not np.isfinite(values).all():  # the SQL contract already rejected these; never feed them
+            raise RuntimeError(f"internal error: a non-finite {name} reached the scorer")
+    out = model.session.run([model.contract.probability_output], feeds)[0]
+    return np.ascontiguousarray(out[:, 1])

@@ -1,0 +1,389 @@
+"""The nightly scoring run: customers in, one segment each out, in one transaction.
+
+A run verifies the model (:mod:`mallscore.scoring.model`), prepares the run's
+relations from the card (:mod:`mallscore.scoring.relations`), commits a
+``running`` row, then in one transaction moves the replaced segments to the
+archive, scores the candidates (streamed through onnxruntime,
+:mod:`mallscore.scoring.stream`, or in DuckDB with the model compiled to SQL),
+inserts the rejected rows and the change feed, and finishes the run's row.
+Every statement that writes is a file of ``sql/scoring/``. A killed run stays
+``running`` and the next run marks it ``abandoned``. After the commit, the
+analyst snapshot is published (:mod:`mallscore.snapshot`). scikit-learn and
+skl2onnx are never imported here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
+from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
+from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
+from mallscore.scoring.runs import RUN_COLUMNS
+from mallscore.scoring.stream import BATCH_ROWS, Progress, Spill, insert_spilled, stream_and_insert
+from mallscore.settings import Settings
+
+# columns added to existing warehouses by a later version of sql/: a run rebuilds when one is missing
+_LATE_COLUMNS = {"scoring_runs": "engine", "segment_archive": "archived_by_run"}
+
+
+# --- signals -------------------------------------------------------------------------
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to unwind a run."""
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[dict]:
+    """SIGTERM and SIGINT unwind the run once; later signals are ignored until it has cleaned up."""
+    state: dict = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if state["signal"] is None:
+            state["signal"] = signum
+            raise _Stop(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Timer:
+    seconds: dict = field(
+        default_factory=lambda: {"read_validate": 0.0, "score": 0.0, "write": 0.0, "publish": 0.0, "total": 0.0}
+    )
+
+    def add(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] += now - since
+        return now
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id such as ``R20261127T020000Z-1a2b3c``."""
+    now = now or datetime.now(UTC)
+    return f"R{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _start_run(con: duckdb.DuckDBPyConnection, params: dict) -> None:
+    """Mark stale runs abandoned and commit this run's ``running`` row."""
+    con.begin()
+    try:
+        run_statement(con, "abandon_running", {"now": params["started_at"]})
+        run_statement(con, "start_run", params)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _end_failed_run(con: duckdb.DuckDBPyConnection, run_id: str, status: str, error: str) -> None:
+    run_statement(con, "fail_run", {"status": status, "now": _utcnow(), "error": error[:2000], "run_id": run_id})
+
+
+def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    rows = con.execute(f"select {', '.join(RUN_COLUMNS)} from scoring_runs where run_id = ?", [run_id]).fetchall()
+    return dict(zip(RUN_COLUMNS, rows[0])) if rows else {}
+
+
+# DuckDB settings of the job's connection (measured on 2 shared cores; see bench/bench_scoring.py):
+# * memory_limit (Settings.memory_limit, MALLSCORE_MEMORY_LIMIT, default 64MB): DuckDB caches every
+#   block it reads or writes up to 80% of RAM, so a run's peak grew ~10 MiB per million customers
+#   (10M: 1.44x-1.53x the 1M peak) and a nightly rerun that joins 10M current segments peaked at
+#   660 MiB. 64MB keeps the 10M peak within 1.2x of the 1M peak; a join bigger than the limit
+#   spills to the warehouse's .tmp folder instead of growing.
+# * preserve_insertion_order = false: with it on, the streamed INSERT keeps its row groups in
+#   source order, and under a 64MB cap that order-preserving insert ran at half speed (plain
+#   DuckDB, 10M rows: 3.5 s instead of 1.8 s; the run 1.3x-1.5x the CTAS baseline). Off, the
+#   insert costs the same as uncapped. Nothing relies on segments' physical order (readers
+#   ORDER BY, aggregate or look up by customer_id). It also lets two threads pull the Arrow
+#   stream at once, each holding a batch in flight: hence BATCH_ROWS of 256Ki rows, not 1Mi
+#   (with 1Mi the 10M peak grew to 1.36x the 1M peak; 256Ki: 1.12x, run/CTAS 0.99).
+# * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
+#   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
+#   (100,000 customers: about 50 ms less per run). The running row stays a small WAL commit.
+JOB_SETTINGS: dict[str, Any] = {
+    "enable_progress_bar": False,
+    "preserve_insertion_order": False,
+    "checkpoint_threshold": "1MB",
+}
+
+
+def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The job's read-write warehouse connection: waits for the lock, no file access, tuned by JOB_SETTINGS."""
+    from mallscore.warehouse import connect
+
+    con = connect(settings.warehouse, lock_timeout=settings.lock_timeout)
+    tuning = dict(JOB_SETTINGS)
+    if settings.memory_limit.lower() != "default":
+        tuning["memory_limit"] = settings.memory_limit
+    for name, value in tuning.items():
+        con.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {str(value).lower()}")
+    return con
+
+
+def _return_freed_memory() -> None:
+    """Serve big allocations with mmap so freed batch buffers go back to the system (glibc only).
+
+    glibc raises its mmap threshold after large frees and then keeps freed batch
+    buffers in a fragmenting heap; with a fixed 1 MiB threshold a 10-million-row
+    run peaked about 40 MiB lower. Process-wide, and only the thresholds change.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to tune
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 1 << 20)
+    mallopt(m_trim_threshold, 1 << 20)
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """Build the warehouse's relations when one is missing or older than this code; return the catalog.
+
+    Ingest and `mallscore features` rebuild them anyway; a scoring run only
+    builds when a relation (or a column added later, :data:`_LATE_COLUMNS`) is
+    missing, so the usual run costs one catalog query.
+    """
+    from mallscore.warehouse import build, sql_files
+
+    found = catalog(con)
+    stale = any(column not in found.get(table, {}) for table, column in _LATE_COLUMNS.items())
+    if stale or any(f.relation not in found for f in sql_files()):
+        build(con, check=False)
+        found = catalog(con)
+    return found
+
+
+def score_customers(
+    settings: Settings,
+    mode: str = "nightly",
+    model_version: str | None = None,
+    progress: Progress | None = None,
+    *,
+    customer_ids: Sequence[int] | None = None,
+    batch_rows: int = BATCH_ROWS,
+    publish: bool = True,
+    engine: str = "onnx",
+) -> dict:
+    """Run one scoring run of ``mode`` (nightly, all, adhoc) and publish the snapshot; return the run's row.
+
+    ``engine`` onnx streams the rows through onnxruntime; sql scores inside
+    DuckDB with the model compiled to SQL (same selection, contract,
+    bookkeeping and transaction; ``seconds.score`` then includes the write).
+    The returned dict holds the ``scoring_runs`` columns, ``seconds`` per phase
+    and ``snapshot`` (the published path). Raises ConfigError (78) for a
+    missing or tampered model before touching the warehouse, or (before any
+    write) when the warehouse lacks a feature the card needs, LockedError (75)
+    when the warehouse stays locked, InterruptedRun (130/143) on a signal.
+    """
+    if mode not in MODES:
+        raise UsageError(f"unknown scoring mode {mode!r}; use nightly, all or adhoc")
+    if mode == "adhoc" and not customer_ids:
+        raise UsageError("an adhoc run needs customer ids")
+    timer = _Timer()
+    t0 = time.perf_counter()
+    _return_freed_memory()
+    model = load_model(settings, model_version, engine)
+    con = open_job_connection(settings)
+    reader_con = None
+    spill = Spill()
+    try:
+        found = _ensure_schema(con)
+        columns = found.get(model.contract.feature_table, {})
+        ids = [int(i) for i in customer_ids or []]
+        candidates = prepare(con, model.contract, mode=mode, model_version=model.version, columns=columns, ids=ids)
+        if model.engine == "onnx":  # the stream reads through a cursor, which needs the relations too
+            reader_con = con.cursor()
+            reader_con.execute("set enable_progress_bar = false")
+            prepare(
+                reader_con,
+                model.contract,
+                mode=mode,
+                model_version=model.version,
+                columns=columns,
+                ids=ids,
+                candidates=candidates,
+            )
+        started = _utcnow()
+        params = {
+            "run_id": new_run_id(),
+            "mode": mode,
+            "started_at": started,
+            "scored_at": started,
+            "model_version": model.version,
+            "model_sha256": model.sha256,
+            "engine": model.engine,
+            "threshold": model.contract.threshold,
+        }
+        run_id = params["run_id"]
+        with _signals_stop_the_run() as signals:
+            try:
+                _start_run(con, params)
+            except _Stop:
+                raise _interrupted(signals, "stopped before the run started; nothing written") from None
+            try:
+                _run_transaction(con, reader_con, model, params, spill, timer, progress, batch_rows)
+            except BaseException as exc:
+                _fail(con, run_id, exc, signals)
+            if reader_con is not None:
+                reader_con.close()
+                reader_con = None
+            snapshot = _publish(con, settings, run_id, signals, timer) if publish else None
+        row = _run_row(con, run_id)
+    finally:
+        spill.close()
+        if reader_con is not None:
+            reader_con.close()
+        con.close()
+    timer.seconds["total"] = time.perf_counter() - t0
+    return {
+        **row,
+        "seconds": {k: round(v, 4) for k, v in timer.seconds.items()},
+        "snapshot": str(snapshot) if snapshot else None,
+    }
+
+
+def _run_transaction(
+    con: duckdb.DuckDBPyConnection,
+    reader_con: duckdb.DuckDBPyConnection | None,
+    model: LoadedModel,
+    params: dict,
+    spill: Spill,
+    timer: _Timer,
+    progress: Progress | None,
+    batch_rows: int,
+) -> None:
+    """Archive, score, insert, reject, record the changes and finish the run's row: one transaction."""
+    con.begin()
+    t = time.perf_counter()
+    run_statement(con, "archive_replaced", params)
+    run_statement(con, "delete_replaced", params)
+    timer.add("write", t)
+    if model.engine == "sql":
+        scored, rejected = _score_in_engine(con, model, params, timer, progress)
+    else:
+        scored = _stream(con, reader_con, model, params, spill, timer, progress, batch_rows)
+        t = time.perf_counter()
+        insert_spilled(con, spill, params)
+        rejected = spill.rows
+        timer.add("write", t)
+    t = time.perf_counter()
+    run_statement(con, "record_changes", params)
+    run_statement(
+        con,
+        "finish_run",
+        {**params, "now": _utcnow(), "rows_read": scored + rejected, "rows_scored": scored, "rows_rejected": rejected},
+    )
+    con.commit()
+    timer.add("write", t)
+
+
+def _stream(con, reader_con, model, params, spill, timer, progress, batch_rows) -> int:
+    """The onnxruntime pass; time spent inside DuckDB's INSERT (not in our batches) counts as write."""
+    before = sum(timer.seconds[k] for k in ("read_validate", "score", "write"))
+    started = time.perf_counter()
+    scored = stream_and_insert(con, reader_con, model, params, spill, timer.add, progress, batch_rows)
+    inner = sum(timer.seconds[k] for k in ("read_validate", "score", "write")) - before
+    timer.seconds["write"] += max(time.perf_counter() - started - inner, 0.0)
+    return scored
+
+
+def _score_in_engine(
+    con: duckdb.DuckDBPyConnection, model: LoadedModel, params: dict, timer: _Timer, progress: Progress | None
+) -> tuple[int, int]:
+    """``--engine sql``: reject, score and insert inside DuckDB with the job's statements; return (scored, rejected).
+
+    ``run_rejected`` and ``run_scored`` become views over the same candidates
+    (the model's compiled CTEs read the valid ones), so the rows go through
+    the same INSERT statements as the onnxruntime path, in the run's transaction.
+    """
+    model_ctes, relation = model.sql
+    con.execute(f"create or replace temp view {MODEL_SOURCE} as select * from run_candidates where reason is null")
+    con.execute(
+        "create or replace temp view run_rejected as "
+        "select customer_id, raw_values, reason from run_candidates where reason is not null"
+    )
+    con.execute(
+        f"create or replace temp view run_scored as with {model_ctes}\n"
+        f"select customer_id, updated_at, observed_score, p_high_spender as p from {relation}"
+    )
+    started = time.perf_counter()
+    rejected = int(run_statement(con, "insert_rejected", params).fetchall()[0][0])
+    started = timer.add("read_validate", started)
+    scored = int(run_statement(con, "insert_segments", params).fetchall()[0][0])
+    timer.add("score", started)
+    if progress is not None:
+        progress(scored + rejected, scored + rejected)
+    return scored, rejected
+
+
+def _publish(con: duckdb.DuckDBPyConnection, settings: Settings, run_id: str, signals: dict, timer: _Timer) -> Path:
+    """Publish the analyst snapshot after the commit; a signal here leaves the old snapshot in place."""
+    from mallscore.snapshot import publish_snapshot
+
+    t = time.perf_counter()
+    try:
+        path = publish_snapshot(con, settings)
+    except BaseException:
+        if signals["signal"] is None:
+            raise
+        raise _interrupted(
+            signals,
+            f"run {run_id} was committed, but the analyst snapshot was not published (the next run publishes it)",
+        ) from None
+    timer.add("publish", t)
+    return path
+
+
+def _interrupted(signals: dict, message: str) -> InterruptedRun:
+    code = EXIT_SIGINT if signals["signal"] == signal.SIGINT else EXIT_SIGTERM
+    return InterruptedRun(message, code)
+
+
+def _fail(con: duckdb.DuckDBPyConnection, run_id: str, exc: BaseException, signals: dict) -> None:
+    """Roll the run back, record why, and raise the error the CLI maps to an exit code."""
+    try:
+        con.rollback()
+    except duckdb.Error:
+        pass  # no transaction left to roll back
+    if signals["signal"] is not None or isinstance(exc, (_Stop, KeyboardInterrupt)):
+        if signals["signal"] is None:
+            signals["signal"] = signal.SIGINT
+        name = "SIGINT" if signals["signal"] == signal.SIGINT else "SIGTERM"
+        _end_failed_run(con, run_id, "aborted", f"stopped by {name}; rolled back")
+        raise _interrupted(signals, f"run {run_id} stopped by {name}: rolled back, nothing written") from None
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    _end_failed_run(con, run_id, "failed", f"{type(exc).__name__}: {message}")
+    raise exc

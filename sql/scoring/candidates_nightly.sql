@@ -1,0 +1,36 @@
+-- The customers a nightly run scores: never scored, changed since last scored, or last scored by
+-- another model; minus those this model already rejected with their current data.
+create or replace temp view run_candidates as
+with features as (
+    select * from run_features
+),
+
+current_segments as (
+    select customer_id, model_version, customer_updated_at from segments
+),
+
+already_rejected as (
+    select
+        try_cast(rejected_rows.customer_id as bigint) as customer_id,
+        max(rejected_rows.rejected_at) as rejected_at
+    from rejected_rows
+    inner join scoring_runs using (run_id)
+    where scoring_runs.model_version = getvariable('mallscore_model_version')
+        and scoring_runs.status = 'succeeded'
+    group by 1
+),
+
+final as (
+    select features.*
+    from features
+    left join current_segments using (customer_id)
+    left join already_rejected using (customer_id)
+    where (
+        current_segments.customer_id is null
+        or features.updated_at is distinct from current_segments.customer_updated_at
+        or current_segments.model_version <> getvariable('mallscore_model_version')
+    )
+    and (already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)
+)
+
+select * from final

@@ -1,0 +1,20 @@
+-- The run's scored customers: the card's tier rule (macro mallscore_segment) and label rule.
+insert into segments (
+    customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at,
+    customer_updated_at
+)
+with scored as (
+    select customer_id, updated_at, observed_score, cast(p as double) as p from run_scored
+)
+
+select
+    customer_id,
+    mallscore_segment(p, observed_score),
+    p,
+    p >= $threshold,
+    case when observed_score is not null then 'observed' else 'predicted' end,
+    $model_version,
+    $run_id,
+    $scored_at,
+    updated_at
+from scored
