@@ -1,0 +1,111 @@
+"""The segment change feed: written by the run, in its transaction, exactly the customers whose segment moved."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from mallscore.scoring import score_customers
+from mallscore.settings import Settings
+from tests.scoring_support import query, seed_customers, write_model
+
+
+def _execute(settings: Settings, sql: str) -> None:
+    con = duckdb.connect(str(settings.warehouse))
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+
+
+def _segments(settings: Settings) -> dict[int, tuple]:
+    rows = query(settings, "select customer_id, segment, predicted_high_spender, p_high_spender from segments")
+    return {r[0]: r[1:] for r in rows}
+
+
+def _feed(settings: Settings, run_id: str) -> dict[int, tuple]:
+    rows = query(
+        settings,
+        "select customer_id, change, previous_segment, segment, previous_p_high_spender, p_high_spender "
+        "from segment_changes where run_id = ?",
+        [run_id],
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_first_run_feeds_everyone_as_new_and_a_rerun_adds_nothing(scored_setup: Settings) -> None:
+    first = score_customers(scored_setup, publish=False)
+    feed = _feed(scored_setup, first["run_id"])
+    segments = _segments(scored_setup)
+    assert feed.keys() == segments.keys() and len(feed) == 500
+    assert {row[0] for row in feed.values()} == {"new"}
+    assert all(feed[c][1] is None and feed[c][2] == segments[c][0] and feed[c][4] == segments[c][2] for c in feed)
+    again = score_customers(scored_setup, publish=False)
+    assert again["rows_scored"] == 0 and _feed(scored_setup, again["run_id"]) == {}
+    assert query(scored_setup, "select count(*) from segment_changes") == [(500,)]
+
+
+def test_changed_customers_are_exactly_those_whose_segment_or_label_moved(scored_setup: Settings) -> None:
+    score_customers(scored_setup, publish=False)
+    before = _segments(scored_setup)
+    # move the ages of 40 customers (some change tier, others only their probability) and rescore all with v2
+    _execute(
+        scored_setup,
+        "update raw_customers set age = 69, updated_at = updated_at + interval 1 day where customer_id <= 40",
+    )
+    write_model(scored_setup.models_dir, "v2", seed=5)
+    run = score_customers(scored_setup, publish=False)
+    after = _segments(scored_setup)
+    moved = {c for c in after if after[c][:2] != before[c][:2]}
+    feed = _feed(scored_setup, run["run_id"])
+    assert run["rows_scored"] == 500 and 0 < len(moved) < 500  # the test data really has both kinds
+    assert feed.keys() == moved
+    assert all(feed[c][0] == "changed" and feed[c][1:3] == (before[c][0], after[c][0]) for c in moved)
+    assert all(feed[c][3] == before[c][2] and feed[c][4] == after[c][2] for c in moved)
+    assert any(after[c][2] != before[c][2] for c in set(after) - moved)  # probability moved, not in the feed
+
+
+def test_new_customers_are_new_and_a_customer_whose_data_breaks_the_contract_is_removed(
+    scored_setup: Settings,
+) -> None:
+    score_customers(scored_setup, publish=False)
+    seed_customers(scored_setup, known=0, new=10, seed=42)
+    _execute(
+        scored_setup,
+        "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 7",
+    )
+    previous = _segments(scored_setup)[7]
+    run = score_customers(scored_setup, publish=False)
+    feed = _feed(scored_setup, run["run_id"])
+    assert {c for c, row in feed.items() if row[0] == "new"} == set(range(501, 511))
+    assert feed[7] == ("removed", previous[0], None, previous[2], None)
+    assert (run["rows_scored"], run["rows_rejected"]) == (10, 1)
+
+
+def test_a_failed_run_leaves_no_feed(scored_setup: Settings) -> None:
+    score_customers(scored_setup, publish=False)
+    _execute(
+        scored_setup,
+        "update raw_customers set age = 69, updated_at = updated_at + interval 1 day where customer_id <= 40",
+    )
+    # a feed table that refuses 'changed' rows: the run fails after its segments and archive rows were written
+    _execute(scored_setup, "create table feed_copy as select * from segment_changes")
+    _execute(scored_setup, "drop table segment_changes")
+    _execute(scored_setup, "create table segment_changes as select * from feed_copy limit 0")
+    _execute(scored_setup, "alter table segment_changes rename to feed_shape")
+    columns = ", ".join(
+        f"{name} {dtype}"
+        for name, dtype in query(
+            scored_setup,
+            "select column_name, data_type from duckdb_columns() where table_name = 'feed_shape' order by column_index",
+        )
+    )
+    _execute(scored_setup, f"create table segment_changes ({columns}, check (change <> 'changed'))")
+    _execute(scored_setup, "insert into segment_changes select * from feed_copy")
+    with pytest.raises(duckdb.ConstraintException):
+        score_customers(scored_setup, publish=False)
+    assert query(scored_setup, "select status from scoring_runs order by started_at desc limit 1") == [("failed",)]
+    assert query(
+        scored_setup, "select count(*) from segments where run_id <> (select min(run_id) from scoring_runs)"
+    ) == [(0,)]
+    assert query(scored_setup, "select count(*) from segment_changes") == [(500,)]
