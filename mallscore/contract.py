@@ -383,8 +383,12 @@ def passes_sql(contract: Contract, values: Params, columns: Sequence[str] | None
 # --- the tier and label rules ------------------------------------------------------------
 
 
-def segment_sql(contract: Contract, values: Params, p: str = "p", score: str = "observed_score") -> str:
-    """A SQL expression: the tier of a row, observed from its score if known, else predicted from ``p``."""
+def segment_sql(contract: Contract, values: Params | None = None, p: str = "p", score: str = "observed_score") -> str:
+    """A SQL expression: the tier of a row, observed from its score if known, else predicted from ``p``.
+
+    ``values`` renders the card's values (default :class:`Params`, bound with :func:`contract_params`).
+    """
+    values = values if values is not None else Params()
     observed = " ".join(
         f"when {score} >= {values.number(f't{i}_score', t.min_score)} then {values.text(f't{i}_name', t.name)}"
         for i, t in enumerate(contract.tiers)

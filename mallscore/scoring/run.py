@@ -5,7 +5,8 @@ relations from the card (:mod:`mallscore.scoring.relations`), commits a
 ``running`` row, then in one transaction moves the replaced segments to the
 archive, scores the candidates (streamed through onnxruntime,
 :mod:`mallscore.scoring.stream`, or in DuckDB with the model compiled to SQL),
-inserts the rejected rows and the change feed, and finishes the run's row.
+inserts the rejected rows, and finishes the run's row (the change feed,
+``segment_changes``, is a view of what the run wrote: no second copy).
 Every statement that writes is a file of ``sql/scoring/``. A killed run stays
 ``running`` and the next run marks it ``abandoned``. After the commit, the
 analyst snapshot is published (:mod:`mallscore.snapshot`). scikit-learn and
@@ -285,7 +286,7 @@ def _run_transaction(
     progress: Progress | None,
     batch_rows: int,
 ) -> None:
-    """Archive, score, insert, reject, record the changes and finish the run's row: one transaction."""
+    """Archive, score, insert, reject and finish the run's row: one transaction (the change feed follows)."""
     con.begin()
     t = time.perf_counter()
     run_statement(con, "archive_replaced", params)
@@ -300,7 +301,6 @@ def _run_transaction(
         rejected = spill.rows
         timer.add("write", t)
     t = time.perf_counter()
-    run_statement(con, "record_changes", params)
     run_statement(
         con,
         "finish_run",

@@ -9,7 +9,7 @@ import mallscore
 from mallscore.warehouse import SQL_DIR
 
 PACKAGE = Path(mallscore.__file__).parent
-STATE_TABLES = ("scoring_runs", "segments", "segment_archive", "rejected_rows", "segment_changes")
+STATE_TABLES = ("scoring_runs", "segments", "segment_archive", "rejected_rows")
 WRITE = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+(" + "|".join(STATE_TABLES) + r")\b", re.I)
 
 

@@ -84,28 +84,23 @@ def test_new_customers_are_new_and_a_customer_whose_data_breaks_the_contract_is_
 
 def test_a_failed_run_leaves_no_feed(scored_setup: Settings) -> None:
     score_customers(scored_setup, publish=False)
-    _execute(
-        scored_setup,
-        "update raw_customers set age = 69, updated_at = updated_at + interval 1 day where customer_id <= 40",
-    )
-    # a feed table that refuses 'changed' rows: the run fails after its segments and archive rows were written
-    _execute(scored_setup, "create table feed_copy as select * from segment_changes")
-    _execute(scored_setup, "drop table segment_changes")
-    _execute(scored_setup, "create table segment_changes as select * from feed_copy limit 0")
-    _execute(scored_setup, "alter table segment_changes rename to feed_shape")
+    # segments that refuse model v2's rows: a v2 run fails after archiving the rows it replaces
     columns = ", ".join(
         f"{name} {dtype}"
         for name, dtype in query(
             scored_setup,
-            "select column_name, data_type from duckdb_columns() where table_name = 'feed_shape' order by column_index",
+            "select column_name, data_type from duckdb_columns() where table_name = 'segments' order by column_index",
         )
     )
-    _execute(scored_setup, f"create table segment_changes ({columns}, check (change <> 'changed'))")
-    _execute(scored_setup, "insert into segment_changes select * from feed_copy")
+    _execute(scored_setup, "create table segments_copy as select * from segments")
+    _execute(scored_setup, "drop table segments")
+    _execute(scored_setup, f"create table segments ({columns}, check (model_version <> 'v2'))")
+    _execute(scored_setup, "insert into segments select * from segments_copy")
+    write_model(scored_setup.models_dir, "v2", seed=5)
     with pytest.raises(duckdb.ConstraintException):
         score_customers(scored_setup, publish=False)
-    assert query(scored_setup, "select status from scoring_runs order by started_at desc limit 1") == [("failed",)]
-    assert query(
-        scored_setup, "select count(*) from segments where run_id <> (select min(run_id) from scoring_runs)"
-    ) == [(0,)]
-    assert query(scored_setup, "select count(*) from segment_changes") == [(500,)]
+    failed = query(scored_setup, "select run_id, status from scoring_runs order by started_at desc limit 1")[0]
+    assert failed[1] == "failed"
+    assert _feed(scored_setup, failed[0]) == {}
+    assert query(scored_setup, "select count(*), count(distinct run_id) from segment_changes") == [(500, 1)]
+    assert query(scored_setup, "select count(*) from segment_archive") == [(0,)]
