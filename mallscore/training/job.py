@@ -284,7 +284,6 @@ def train_frame(
         "model": {
             "family": spec.family,
             "preprocessing": tuned.best_params["preprocessing"],
-            "sql_expressible": True,
             "pipeline": repr(final),
             "parameters": tuning.model_parameters(final, spec),
             "fitted_on": "all labelled rows",
