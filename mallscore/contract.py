@@ -38,6 +38,7 @@ from mallscore.errors import ConfigError
 SUPPORTED_TYPES = ("float32",)
 FLOAT32_MAX = 3.4028234663852886e38
 OBSERVED_SCORE_COLUMN = "spending_score"
+SCORE_MAX = 100.0  # the mall's spending score runs from 1 to 100
 REQUIRED_COLUMNS = ("customer_id", "updated_at")
 MODES = ("nightly", "all", "adhoc")
 _NUMERIC_TYPES = {
@@ -166,6 +167,12 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
             raise ConfigError(f"{where}: tiers[{i}] needs name, min_p and min_score") from None
         if not isinstance(item["name"], str) or not item["name"].strip():
             raise ConfigError(f"{where}: tiers[{i}] has an empty name")
+    for t in tiers:  # reachable: some probability, and some score on the mall's 1-100 scale, reaches it
+        if not 0.0 <= t.min_p <= 1.0 or t.min_score > SCORE_MAX:
+            raise ConfigError(
+                f"{where}: tier {t.name!r} (min_p {t.min_p}, min_score {t.min_score}) is unreachable: "
+                f"min_p must be a probability and min_score at most {SCORE_MAX:g}"
+            )
     if len({t.name for t in tiers}) != len(tiers):
         raise ConfigError(f"{where}: tier names must be unique ({[t.name for t in tiers]})")
     if any(a.min_p < b.min_p or a.min_score < b.min_score for a, b in zip(tiers, tiers[1:])):

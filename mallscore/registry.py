@@ -50,6 +50,8 @@ PROMOTIONS_LOG = "promotions.log"
 FILE_MODE = 0o600  # models are readable by their owner only (README, Operations: file permissions)
 DIR_MODE = 0o700
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CARD_BYTES = 4 << 20  # a real card is a few tens of KiB
+MAX_CARD_DEPTH = 32  # nesting of JSON objects and arrays
 
 
 class ModelNotFoundError(ConfigError):
@@ -188,16 +190,54 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     return final
 
 
-def verify_model(card_path: Path) -> tuple[dict, bytes]:
-    """Check a card's own sha256 and its ONNX file's sha256; return (card, onnx bytes) or raise ConfigError."""
-    card_path = Path(card_path)
-    raw = _read_file(card_path, "model card")
+def _depth(raw: bytes) -> int:
+    """The deepest nesting of JSON objects and arrays in ``raw`` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+    return deepest
+
+
+def parse_card(raw: bytes, where: object) -> dict:
+    """The card in ``raw``: bounded in size and depth, UTF-8 JSON, an object (ConfigError otherwise)."""
+    if len(raw) > MAX_CARD_BYTES:
+        raise ConfigError(f"model card {where} is {len(raw):,} bytes, over the {MAX_CARD_BYTES:,}-byte limit")
+    if _depth(raw) > MAX_CARD_DEPTH:
+        raise ConfigError(f"model card {where} nests deeper than {MAX_CARD_DEPTH} levels; it is not a model card")
     try:
         card = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"model card {card_path} is not valid JSON ({exc}); retrain or promote another version"
-        ) from None
+        raise ConfigError(f"model card {where} is not valid JSON ({exc}); retrain or promote another version") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"model card {where} is not a JSON object")
+    return card
+
+
+def verify_model(card_path: Path) -> tuple[dict, bytes]:
+    """Check a card (its sha256, then its contract) and its ONNX file's sha256; return (card, onnx bytes).
+
+    Every command that loads a model comes through here, so one card is judged
+    the same way everywhere: ConfigError (exit 78) for anything wrong.
+    """
+    from mallscore.contract import contract_from_card
+
+    card_path = Path(card_path)
+    raw = _read_file(card_path, "model card")
+    card = parse_card(raw, card_path)
     if not isinstance(card, dict) or card.get("card_format") != CARD_FORMAT:
         raise ConfigError(f"model card {card_path} is not a format-{CARD_FORMAT} card")
     stored = card.get("card_sha256")
@@ -211,8 +251,9 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
         raise ConfigError(
             f"model card {card_path} describes {card.get('spec')}/{card.get('version')}, not the folder it is in"
         )
+    contract_from_card(card)  # the scoring contract: features, threshold, tiers, ONNX inputs and output
     onnx_info = card.get("onnx") or {}
-    if onnx_info.get("file") != MODEL_FILE:
+    if not isinstance(onnx_info, dict) or onnx_info.get("file") != MODEL_FILE:
         raise ConfigError(f"model card {card_path} names an unexpected model file {onnx_info.get('file')!r}")
     onnx_bytes = _read_file(version_dir / MODEL_FILE, "model file")
     if hashlib.sha256(onnx_bytes).hexdigest() != onnx_info.get("sha256"):
@@ -221,6 +262,42 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
             "training?); retrain, or promote another version"
         )
     return card, onnx_bytes
+
+
+def verify_graph(card: dict, onnx_bytes: bytes) -> None:
+    """The ONNX graph takes the card's inputs as float [N, 1] tensors and its probability output is float [N, 2].
+
+    For the commands that vouch for a model without running it (``models show``,
+    ``promote``); scoring checks the same on its onnxruntime session. Imports the
+    ``onnx`` package, so it is never called on the scoring path.
+    """
+    import onnx
+
+    where = f"model {card.get('spec')}/{card.get('version')}"
+    try:
+        graph = onnx.load_from_string(onnx_bytes).graph
+    except Exception:  # the protobuf parser raises several types
+        raise ConfigError(f"{where}: model.onnx is not a readable ONNX graph") from None
+
+    def shape(value) -> tuple[int, list]:
+        tensor = value.type.tensor_type
+        return tensor.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+
+    constants = {i.name for i in graph.initializer}
+    inputs = {i.name: shape(i) for i in graph.input if i.name not in constants}
+    expected = [str(i["name"]) if isinstance(i, dict) else str(i) for i in card["onnx"].get("inputs", [])]
+    if list(inputs) != expected:
+        raise ConfigError(f"{where}: the ONNX graph's inputs {list(inputs)} are not the card's {expected}")
+    for name, (elem, dims) in inputs.items():
+        if elem != onnx.TensorProto.FLOAT or len(dims) != 2 or dims[1] != 1:
+            raise ConfigError(f"{where}: ONNX input {name!r} is not a float tensor of shape [N, 1]")
+    outputs = {o.name: shape(o) for o in graph.output}
+    output = card["onnx"].get("probability_output")
+    if output not in outputs:
+        raise ConfigError(f"{where}: the ONNX graph has no output {output!r} (the card's probability output)")
+    elem, dims = outputs[output]
+    if elem != onnx.TensorProto.FLOAT or len(dims) != 2 or dims[1] not in (2, None):
+        raise ConfigError(f"{where}: the card's probability output {output!r} is not a float tensor of shape [N, 2]")
 
 
 def _spec_dirs(root: Path) -> list[Path]:
@@ -279,15 +356,18 @@ def champion_card_path(models_dir: Path, spec: str = "default") -> Path:
 
 
 def _summary(card: dict) -> dict:
-    metrics = card.get("metrics", {})
+    """The key figures of a verified card for listings (a field of the wrong shape shows as None)."""
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    leakage = card.get("leakage") if isinstance(card.get("leakage"), dict) else {}
     return {
         "spec": card.get("spec"),
         "version": card.get("version"),
         "created_at": card.get("created_at"),
         "nested_cv_roc_auc": metrics.get("nested_cv_roc_auc"),
-        "test_roc_auc": (metrics.get("test") or {}).get("roc_auc"),
+        "test_roc_auc": test.get("roc_auc"),
         "threshold": card.get("threshold"),
-        "leakage": (card.get("leakage") or {}).get("flagged", []),
+        "leakage": leakage.get("flagged", []),
         "promotable": card.get("promotable"),
     }
 
@@ -305,10 +385,11 @@ def list_models(models_dir: Path, spec: str | None = None) -> list[dict]:
             current = None
         for vdir in _version_dirs(spec_dir):
             try:
-                card, _ = verify_model(vdir / CARD_FILE)
+                card, onnx_bytes = verify_model(vdir / CARD_FILE)
+                verify_graph(card, onnx_bytes)
                 row = _summary(card)
                 row["status"] = "ok"
-            except ConfigError as exc:
+            except ConfigError as exc:  # this model is broken; the others are still listed
                 row = {"spec": spec_dir.name, "version": vdir.name, "created_at": None, "status": f"invalid: {exc}"}
             row["champion"] = vdir.name == current
             rows.append(row)
@@ -345,9 +426,8 @@ def promotion_decision(new_card: dict, champion_card: dict | None) -> tuple[bool
     return True, (f"nested-CV ROC-AUC {new[0]:.3f} vs champion {old[0]:.3f}: not worse beyond the noise ({noise:.3f})")
 
 
-def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
-    spec_dir = _inside(root, spec)
-    _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
+def _log_promotion(root: Path, spec: str, version: str | None, previous: str | None, reason: str) -> None:
+    """Append one line to the spec's promotions log, durably."""
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": version,
@@ -356,7 +436,51 @@ def _set_champion(root: Path, spec: str, version: str, previous: str | None, rea
     }
     with _open_private(_inside(root, spec, PROMOTIONS_LOG), os.O_WRONLY | os.O_APPEND) as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")
-    _fsync_dir(spec_dir)
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def _last_logged(root: Path, spec: str) -> str | None:
+    """The version the spec's promotions log names last (None without a log or a readable last line)."""
+    path = _inside(root, spec, PROMOTIONS_LOG)
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a line cut by a kill
+        return entry.get("version") if isinstance(entry, dict) else None
+    return None
+
+
+def reconcile(root: Path, spec: str) -> str | None:
+    """Make the promotions log end with the champion the pointer names; return a note when it had to.
+
+    A promotion writes its log line first, then moves ``CHAMPION``: a kill in
+    between leaves a line for a promotion that did not happen. The next
+    promotion (or training) of the spec, under the spec lock, appends a line
+    saying so, so the log's last line always names the real champion.
+    """
+    try:
+        current = champion(root, spec)
+    except ConfigError:
+        return None
+    logged = _last_logged(root, spec)
+    if current == logged or (current is None and logged is None):
+        return None
+    note = f"reconciled: the champion is {current}; a promotion to {logged} was interrupted before it took effect"
+    _log_promotion(root, spec, current, logged, note)
+    return note
+
+
+def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
+    """Log the promotion, then move the pointer: the pointer never names a version the log lacks."""
+    _log_promotion(root, spec, version, previous, reason)
+    _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
+    _fsync_dir(_inside(root, spec))
 
 
 def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
@@ -369,7 +493,8 @@ def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reas
 
 def _promote(root: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
     path = find_model(root, version)
-    card, _ = verify_model(path / CARD_FILE)
+    card, onnx_bytes = verify_model(path / CARD_FILE)
+    verify_graph(card, onnx_bytes)
     if not card.get("promotable", False) and not allow_flagged:
         flagged = ", ".join((card.get("leakage") or {}).get("flagged", [])) or "unknown"
         raise BadInputError(
@@ -393,6 +518,7 @@ def _spec_lock(root: Path, spec: str):
     with _open_private(_inside(root, spec, ".lock"), os.O_WRONLY | os.O_APPEND) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            reconcile(root, spec)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -422,3 +548,19 @@ def _auto_promote(root: Path, card: dict) -> tuple[bool, str]:
     if ok:
         _promote(root, card["version"], reason=reason)
     return ok, reason
+
+
+def check_writable(models_dir: Path) -> Path:
+    """Create ``models_dir`` if needed and prove a file can be written there (ConfigError if not), before long work."""
+    root = _root(models_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"models folder {root} is not writable ({exc.strerror}); fix its permissions or pass --models-dir "
+            "before training"
+        ) from None
+    return root

@@ -98,15 +98,18 @@ def train(
 
     Exit 65 when a feature leaks the label (without --allow-leakage) or the data cannot
     be trained on, 66 when there is no training data, 78 when the ONNX export fails
-    its parity gate (nothing is registered).
+    its parity gate (nothing is registered) or the models folder is not writable
+    (checked before training starts).
     """
+    from mallscore.registry import check_writable
     from mallscore.specs import get_spec
 
     model_spec = get_spec(spec)  # a fixed list: checked before scikit-learn is even imported
+    settings = settings_from(ctx)
+    check_writable(settings.models_dir)  # fail in a second, not after minutes of training
     from mallscore.training import get_budget, read_training_set, train_frame
     from mallscore.warehouse import open_warehouse
 
-    settings = settings_from(ctx)
     chosen = get_budget(budget)
     # read, then release the warehouse: training takes a while and must not block the nightly writer
     with open_warehouse(settings, read_only=True) as con:
@@ -165,10 +168,11 @@ def models_show(
     json_out: bool = typer.Option(False, "--json", help="Print the whole (verified) card as JSON."),
 ) -> None:
     """Show a model's card after checking its sha256 sums (exit 78 if tampered)."""
-    from mallscore.registry import card_path, champion, load_card
+    from mallscore.registry import card_path, champion, verify_graph, verify_model
 
     settings = settings_from(ctx)
-    card = load_card(settings.models_dir, version)
+    card, onnx_bytes = verify_model(card_path(settings.models_dir, version))
+    verify_graph(card, onnx_bytes)
     if json_out:
         emit_json(card)
         return
