@@ -39,6 +39,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mallscore import atomic
 from mallscore.errors import BadInputError, ConfigError
 
 CARD_FORMAT = 1
@@ -122,37 +123,10 @@ def _read_file(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _open_private(path: Path, flags: int):
     """Open (creating it owner-only, whatever the umask) a text file for appending."""
     fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
     return os.fdopen(fd, "a", encoding="utf-8")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
@@ -169,13 +143,9 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=spec_dir, prefix=f".tmp-{version}-"))
     try:
         for name, data in files.items():
-            validate_name("file", name)
-            (tmp / name).write_bytes(data)
-        (tmp / CARD_FILE).write_bytes(
-            json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
-        )
-        for child in tmp.iterdir():
-            os.chmod(child, FILE_MODE)
+            atomic.write_bytes(tmp / validate_name("file", name), data, mode=FILE_MODE)
+        sealed = json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
+        atomic.write_bytes(tmp / CARD_FILE, sealed, mode=FILE_MODE)
         os.chmod(tmp, DIR_MODE)
         os.rename(tmp, final)
     except BaseException:
@@ -184,7 +154,7 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
         if tmp.exists():
             tmp.rmdir()
         raise
-    _fsync_dir(spec_dir)
+    atomic.fsync_dir(spec_dir)
     return final
 
 
@@ -347,7 +317,7 @@ def promotion_decision(new_card: dict, champion_card: dict | None) -> tuple[bool
 
 def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
     spec_dir = _inside(root, spec)
-    _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
+    atomic.write_text(_inside(root, spec, CHAMPION_FILE), version + "\n", mode=FILE_MODE)
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": version,
@@ -356,7 +326,7 @@ def _set_champion(root: Path, spec: str, version: str, previous: str | None, rea
     }
     with _open_private(_inside(root, spec, PROMOTIONS_LOG), os.O_WRONLY | os.O_APPEND) as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")
-    _fsync_dir(spec_dir)
+    atomic.fsync_dir(spec_dir)
 
 
 def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
