@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -178,19 +179,35 @@ def test_new_version_names_are_valid_and_distinct():
     registry.validate_name("version", a)
 
 
+def _wait_until_blocked_on_a_file_lock(proc, timeout: float = 60) -> None:
+    """Poll /proc/locks (Linux) until ``proc`` is listed as waiting for a file lock."""
+    import time
+
+    locks = Path("/proc/locks")
+    if not locks.exists():
+        pytest.skip("needs /proc/locks to see a process waiting for a lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = {line.split()[5] for line in locks.read_text().splitlines() if line.split()[1:2] == ["->"]}
+        if str(proc.pid) in waiting:
+            return
+        assert proc.poll() is None, "the promotion ended without waiting for the lock"
+        assert time.monotonic() < deadline, "the promotion never reached the lock"
+        time.sleep(0.01)
+
+
 def test_promotion_waits_for_another_process_holding_the_spec_lock(tmp_path):
     import subprocess
     import sys
-    import time
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
     _register(tmp_path, version="default-v1")
     code = f"from mallscore import registry; registry.promote({str(tmp_path)!r}, 'default-v1')"
     with registry._spec_lock(tmp_path.resolve(), "default"):
         proc = subprocess.Popen([sys.executable, "-c", code], env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
-        time.sleep(1.0)
-        assert proc.poll() is None  # blocked behind the lock
+        _wait_until_blocked_on_a_file_lock(
+            proc
+        )  # it reached the lock and waits there (seen, not assumed after a sleep)
         assert registry.champion(tmp_path) is None
     assert proc.wait(timeout=30) == 0
     assert registry.champion(tmp_path) == "default-v1"
