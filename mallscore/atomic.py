@@ -1,7 +1,7 @@
 """Writing a file so that readers see either the whole old file or the whole new one, never a part.
 
-Every published file (the analyst snapshot, backups and restores, model files,
-a spec's ``CHAMPION``) is written the same way: the bytes go to a temporary
+Every published file (the analyst snapshot, backups and restores, a spec's
+``CHAMPION``) is written the same way: the bytes go to a temporary
 file beside the target (same folder, so the rename stays on one file system),
 named ``.<name>.tmp-<pid>`` and created with ``mode`` (0600 unless told
 otherwise, whatever the umask), fsynced, then moved over the target with
@@ -14,6 +14,9 @@ and the target is left as it was.
 callers check the copy there (the snapshot opens it), and tests use it to look
 at the published path at the one moment a non-atomic writer would expose a
 partial file.
+
+A model version is a folder: its files are written with :func:`write_new`
+(created, fsynced) inside a temporary folder that is renamed into place whole.
 
 This module is on the scoring path: it imports only the standard library.
 """
@@ -82,6 +85,22 @@ def _write_all(fd: int, data: bytes) -> None:
 def write_bytes(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, before_replace: BeforeReplace = None) -> None:
     """Replace ``path`` atomically by a file holding ``data``."""
     _replace_with(path, lambda fd: _write_all(fd, data), mode, before_replace)
+
+
+def write_new(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, fsynced: for a file inside a folder that is
+    itself renamed into place, where a rename per file would buy nothing."""
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def write_text(

@@ -143,10 +143,11 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=spec_dir, prefix=f".tmp-{version}-"))
     try:
         for name, data in files.items():
-            atomic.write_bytes(tmp / validate_name("file", name), data, mode=FILE_MODE)
+            atomic.write_new(tmp / validate_name("file", name), data, mode=FILE_MODE)
         sealed = json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
-        atomic.write_bytes(tmp / CARD_FILE, sealed, mode=FILE_MODE)
+        atomic.write_new(tmp / CARD_FILE, sealed, mode=FILE_MODE)
         os.chmod(tmp, DIR_MODE)
+        atomic.fsync_dir(tmp)  # the files' names are durable before the folder appears under its version
         os.rename(tmp, final)
     except BaseException:
         for child in tmp.glob("*"):

@@ -83,3 +83,15 @@ def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path: Path)
     with pytest.raises(OSError):
         atomic.write_text(tmp_path / "CHAMPION", "v9\n")
     assert victim.read_bytes() == b"keep me" and not (tmp_path / "CHAMPION").exists()
+
+
+def test_write_new_creates_an_owner_only_file_and_never_overwrites(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic.write_new(tmp_path / "model.onnx", b"graph")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "model.onnx") == 0o600 and (tmp_path / "model.onnx").read_bytes() == b"graph"
+    with pytest.raises(FileExistsError):
+        atomic.write_new(tmp_path / "model.onnx", b"other")
+    assert (tmp_path / "model.onnx").read_bytes() == b"graph"
