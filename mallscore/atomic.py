@@ -43,6 +43,12 @@ def temporary_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid()}")
 
 
+def leftovers(target: Path) -> list[Path]:
+    """Temporary files that writers of ``target`` killed before their rename left behind."""
+    target = Path(target)
+    return sorted(target.parent.glob(f".{target.name}.tmp-*"))
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new entry in folder ``path`` durable (a no-op where folders cannot be opened)."""
     try:
@@ -88,8 +94,7 @@ def write_bytes(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, before_rep
 
 
 def write_new(path: Path, data: bytes, *, mode: int = PRIVATE_MODE) -> None:
-    """Create ``path`` (it must not exist) holding ``data``, fsynced: for a file inside a folder that is
-    itself renamed into place, where a rename per file would buy nothing."""
+    """Create ``path`` (it must not exist) holding ``data``, fsynced: a file in a folder renamed into place."""
     path = Path(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:

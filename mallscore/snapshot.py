@@ -50,7 +50,7 @@ def publish_snapshot(
     the file system fails; the previous snapshot is then left as it was.
     """
     target = settings.snapshot
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):  # from a killed run; we hold the lock
+    for leftover in atomic.leftovers(target):  # from a killed run; we hold the lock
         leftover.unlink(missing_ok=True)
     con.execute("checkpoint")
     wal = settings.warehouse.with_name(settings.warehouse.name + ".wal")

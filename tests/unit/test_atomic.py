@@ -15,6 +15,7 @@ def _mode(path: Path) -> int:
 
 
 def _leftovers(folder: Path) -> list[str]:
+    """Temporary files in ``folder``, found by listing it (not through the helper's own naming)."""
     return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
 
 
@@ -40,6 +41,7 @@ def test_at_the_rename_the_target_still_holds_the_old_bytes_and_the_new_ones_are
 def test_files_are_owner_only_whatever_the_umask_unless_told_otherwise(tmp_path: Path) -> None:
     stale = atomic.temporary_name(tmp_path / "a.bin")
     stale.write_bytes(b"from a killed run")
+    assert atomic.leftovers(tmp_path / "a.bin") == [stale]
     stale.chmod(0o666)  # a leftover temporary file keeps its own mode unless the helper sets it
     old = os.umask(0o022)
     try:
