@@ -3,7 +3,7 @@
 A backup takes the warehouse's write lock (so no run is writing), checkpoints
 (so the WAL is folded into the main file and nothing committed lives only in the
 WAL), then copies the single file to a temporary name beside the destination
-and renames it into place. A restore checks that the source opens as a DuckDB
+and renames it into place (:mod:`mallscore.atomic`). A restore checks that the source opens as a DuckDB
 database, keeps the current warehouse as ``<name>.before-restore``, and moves the
 copy into place the same way.
 """
@@ -11,13 +11,12 @@ copy into place the same way.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import duckdb
 
+from mallscore import atomic
 from mallscore.errors import ConfigError, InputMissingError, UsageError
 from mallscore.settings import Settings
 from mallscore.warehouse import connect
@@ -45,18 +44,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_atomically(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        with src.open("rb") as fin, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 22)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def backup_warehouse(settings: Settings, dest: Path) -> BackupResult:
     """Write a consistent single-file copy of the warehouse to ``dest``."""
     dest = Path(dest)
@@ -70,7 +57,7 @@ def backup_warehouse(settings: Settings, dest: Path) -> BackupResult:
     con = connect(settings.warehouse, lock_timeout=settings.lock_timeout)
     try:
         con.execute("checkpoint")
-        _copy_atomically(settings.warehouse, dest)
+        atomic.copy_file(settings.warehouse, dest)
     finally:
         con.close()
     return BackupResult(str(settings.warehouse), str(dest), dest.stat().st_size, _sha256(dest))
@@ -95,7 +82,7 @@ def restore_warehouse(settings: Settings, src: Path) -> BackupResult:
             con.execute("checkpoint")
         finally:
             con.close()
-        _copy_atomically(target, target.with_name(target.name + ".before-restore"))
-    _copy_atomically(src, target)
+        atomic.copy_file(target, target.with_name(target.name + ".before-restore"))
+    atomic.copy_file(src, target)
     target.with_name(target.name + ".wal").unlink(missing_ok=True)
     return BackupResult(str(src), str(target), target.stat().st_size, _sha256(target))

@@ -39,6 +39,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mallscore import atomic
 from mallscore.errors import BadInputError, ConfigError
 
 CARD_FORMAT = 1
@@ -124,37 +125,10 @@ def _read_file(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _open_private(path: Path, flags: int):
     """Open (creating it owner-only, whatever the umask) a text file for appending."""
     fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
     return os.fdopen(fd, "a", encoding="utf-8")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
@@ -171,14 +145,11 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=spec_dir, prefix=f".tmp-{version}-"))
     try:
         for name, data in files.items():
-            validate_name("file", name)
-            (tmp / name).write_bytes(data)
-        (tmp / CARD_FILE).write_bytes(
-            json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
-        )
-        for child in tmp.iterdir():
-            os.chmod(child, FILE_MODE)
+            atomic.write_new(tmp / validate_name("file", name), data, mode=FILE_MODE)
+        sealed = json.dumps(seal_card(card), indent=2, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
+        atomic.write_new(tmp / CARD_FILE, sealed, mode=FILE_MODE)
         os.chmod(tmp, DIR_MODE)
+        atomic.fsync_dir(tmp)  # the files' names are durable before the folder appears under its version
         os.rename(tmp, final)
     except BaseException:
         for child in tmp.glob("*"):
@@ -186,7 +157,7 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
         if tmp.exists():
             tmp.rmdir()
         raise
-    _fsync_dir(spec_dir)
+    atomic.fsync_dir(spec_dir)
     return final
 
 
@@ -476,11 +447,15 @@ def reconcile(root: Path, spec: str) -> str | None:
     return note
 
 
+def _write_pointer(root: Path, spec: str, version: str) -> None:
+    """Replace the spec's ``CHAMPION`` pointer atomically."""
+    atomic.write_text(_inside(root, spec, CHAMPION_FILE), version + "\n", mode=FILE_MODE)
+
+
 def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
     """Log the promotion, then move the pointer: the pointer never names a version the log lacks."""
     _log_promotion(root, spec, version, previous, reason)
-    _atomic_write(_inside(root, spec, CHAMPION_FILE), (version + "\n").encode("utf-8"))
-    _fsync_dir(_inside(root, spec))
+    _write_pointer(root, spec, version)
 
 
 def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:

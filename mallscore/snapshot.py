@@ -16,46 +16,17 @@ than the scoring run itself at 10 million customers).
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 
+from mallscore import atomic
 from mallscore.errors import TemporaryError
 from mallscore.settings import Settings
 
 ANALYST_RELATIONS = ("segments", "segment_summary", "segment_history", "scoring_runs", "features_customer")
 SNAPSHOT_MODE = 0o600  # owner only; analysts who need it are given access explicitly (docs/operations.md)
-_CHUNK = 1 << 22
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temporary_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
-
-
-def _copy(src: Path, dest: Path) -> None:
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_MODE)
-    try:
-        os.fchmod(fd, SNAPSHOT_MODE)
-        with src.open("rb") as fin:
-            size = os.fstat(fin.fileno()).st_size
-            copied = 0
-            while copied < size:  # in-kernel copy where the platform has it
-                sent = os.sendfile(fd, fin.fileno(), copied, min(size - copied, 1 << 30))
-                if sent == 0:
-                    break
-                copied += sent
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_copy(path: Path) -> None:
@@ -69,14 +40,17 @@ def _check_copy(path: Path) -> None:
         raise TemporaryError(f"the new analyst snapshot lacks {missing}; the previous snapshot was kept")
 
 
-def publish_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings) -> Path:
+def publish_snapshot(
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, before_replace: Callable[[Path], None] | None = None
+) -> Path:
     """Checkpoint the warehouse on ``con`` (the job's, holding the lock) and publish a copy of it.
 
-    Raises TemporaryError when the checkpoint or the file system fails; the
-    previous snapshot is then left as it was.
+    ``before_replace`` (tests) runs on the checked copy just before it is renamed
+    over the published snapshot. Raises TemporaryError when the checkpoint or
+    the file system fails; the previous snapshot is then left as it was.
     """
     target = settings.snapshot
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):  # from a killed run; we hold the lock
+    for leftover in atomic.leftovers(target):  # from a killed run; we hold the lock
         leftover.unlink(missing_ok=True)
     con.execute("checkpoint")
     wal = settings.warehouse.with_name(settings.warehouse.name + ".wal")
@@ -84,20 +58,20 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings) -> Path
         raise TemporaryError(
             f"the warehouse could not be checkpointed ({wal} is not empty); the analyst snapshot was not published"
         )
-    tmp = _temporary_name(target)
-    try:
-        _copy(settings.warehouse, tmp)
-        _check_copy(tmp)
+
+    def ready(copy: Path) -> None:
+        _check_copy(copy)
         stale_wal = target.with_name(target.name + ".wal")
         stale_wal.unlink(missing_ok=True)  # only a read-write session on the snapshot leaves one; it must not replay
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if before_replace is not None:
+            before_replace(copy)
+
+    try:
+        atomic.copy_file(settings.warehouse, target, mode=SNAPSHOT_MODE, before_replace=ready)
     except OSError as exc:
         raise TemporaryError(f"cannot publish the analyst snapshot {target}: {exc.strerror or exc}") from None
     except duckdb.Error as exc:
         raise TemporaryError(
             f"the new analyst snapshot does not open ({str(exc).splitlines()[0]}); the previous snapshot was kept"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

@@ -154,7 +154,7 @@ def _consistent(models: Path) -> str:
     return champion
 
 
-@pytest.mark.parametrize("step", ["_log_promotion", "_atomic_write"])
+@pytest.mark.parametrize("step", ["_log_promotion", "_write_pointer"])
 def test_a_promotion_killed_after_each_write_leaves_pointer_and_log_consistent(base, tmp_path, step) -> None:
     models = tmp_path / "models"
     shutil.copytree(base.models_dir, models)
@@ -163,7 +163,7 @@ def test_a_promotion_killed_after_each_write_leaves_pointer_and_log_consistent(b
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER, str(models), step, "v3"], env=env)
     assert killed.returncode == -signal.SIGKILL
     champion = _consistent(models)
-    assert champion == ("v3" if step == "_atomic_write" else "v1")
+    assert champion == ("v3" if step == "_write_pointer" else "v1")
     registry.promote(models, "v2", reason="the next promotion")  # reconciles the log first
     entries = [json.loads(line) for line in (models / "default" / "promotions.log").read_bytes().splitlines()]
     assert entries[-1]["version"] == "v2" and entries[-2]["version"] == champion

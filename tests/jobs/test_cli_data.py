@@ -65,7 +65,6 @@ def test_global_options_override_environment(cli, tmp_path):
 def test_locked_warehouse_exits_75_naming_the_holder(cli, settings):
     import subprocess
     import sys
-    import time
 
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
@@ -79,11 +78,10 @@ def test_locked_warehouse_exits_75_naming_the_holder(cli, settings):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        started = time.monotonic()
         out = cli("synth", "--rows", "5", env={"MALLSCORE_LOCK_TIMEOUT": "1"})
+        assert holder.poll() is None  # it gave up while the lock was still held, not after the holder let go
         assert out.returncode == 75
         assert f"PID {holder.pid}" in out.stderr and "locked" in out.stderr
-        assert time.monotonic() - started < 15
     finally:
         holder.kill()
         holder.wait()

@@ -110,13 +110,14 @@ def models(tmp_path_factory):
 
     x, y = training_rows(3000, seed=1)
     models_dir = tmp_path_factory.mktemp("models")
-    out = {}
+    out = {"_pipes": {}}
     for name, pipe in _pipelines().items():
         pipe.fit(x, y)
         data = convert(pipe, FEATURES)
         threshold = _midpoint_threshold(pipe.predict_proba(x)[:, 1], 0.45)
         registry.register(models_dir, _card(f"v-{name}", data, threshold), {"model.onnx": data})
         out[name] = (registry.load_card(models_dir, f"v-{name}"), data)
+        out["_pipes"][name] = pipe
     registry.promote(models_dir, "v-scale", reason="test")
     out["_dir"] = models_dir
     return out
@@ -345,3 +346,86 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
     assert all(ours[k][1] == job[k][1] for k in job)  # same label on every customer
     assert all(ours[k][2:] == job[k][2:] for k in job)  # same segment and basis for every basis
     assert sum(job[k][3] == "predicted" for k in job) == 2000  # both bases really occur
+
+
+TYPED_ROWS = 3_000
+
+
+def _income_edges(pipes: dict) -> np.ndarray:
+    """Every bin edge the fitted pipelines put on annual_income (column 1)."""
+    edges = [pipes["bins"].named_steps["prep"].named_transformers_["bins5"].bin_edges_[1]]
+    edges.append(pipes["mixed"].named_steps["prep"].named_transformers_["bins"].bin_edges_[0])
+    return np.concatenate(edges)
+
+
+@pytest.fixture(scope="module")
+def typed_features(models, pg_server):
+    """A mall's own feature table in PostgreSQL: integer age and gender, double precision income, a few bad rows.
+
+    Lives in its own schema (found through search_path), so it never meets the double-only table above.
+    Every customer is new (spending_score NULL): the segment is the model's tier whatever the score rule.
+    Some incomes sit one double step either side of a bin edge rounded to float32: the graph sees the
+    edge itself there, so SQL that skips the float32 rounding puts them in another bin.
+    """
+    rng = np.random.default_rng(31)
+    age = rng.integers(12, 121, TYPED_ROWS).astype(float)
+    income = rng.uniform(0.0, 130.0, TYPED_ROWS)
+    income[::3], income[1::3] = np.round(income[::3]), np.round(income[1::3], 2)  # whole, cents, full precision
+    gender = rng.integers(0, 2, TYPED_ROWS).astype(float)
+    edges = _income_edges(models["_pipes"]).astype(np.float32).astype(float)
+    edges = edges[(edges > 0) & (edges < 130)]
+    near = np.concatenate([np.nextafter(edges, -np.inf), edges, np.nextafter(edges, np.inf)])
+    income[10 : 10 + near.size] = near
+    age[:3], income[3:6], gender[6:8] = [11.0, 121.0, np.nan], [130.5, -1.0, np.nan], [2.0, np.nan]  # outside the card
+    feats = {
+        "customer_id": np.arange(1, TYPED_ROWS + 1),
+        "age": age,
+        "annual_income": income,
+        "gender_female": gender,
+        "spending_score": np.full(TYPED_ROWS, np.nan),
+    }
+
+    def value(x: float, kind=float):
+        return None if np.isnan(x) else kind(x)
+
+    with psycopg.connect(pg_server.url(), autocommit=True) as c:
+        c.execute("drop schema if exists typed_features cascade")
+        c.execute("create schema typed_features")
+        c.execute(
+            "create table typed_features.features_customer (customer_id bigint primary key, age integer, "
+            "annual_income double precision, gender_female integer, spending_score integer, updated_at timestamp)"
+        )
+        with c.cursor().copy(
+            "copy typed_features.features_customer (customer_id, age, annual_income, gender_female) from stdin"
+        ) as copy:
+            for i in range(TYPED_ROWS):
+                copy.write_row((i + 1, value(age[i], int), value(income[i]), value(gender[i], int)))
+    return feats
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["scale", "bins", "mixed"])
+def test_export_sql_output_runs_on_postgres_over_integer_and_double_columns(models, typed_features, pg_server, name):
+    card, data = models[name]
+    printed = runner.invoke(
+        app, ["--models-dir", str(models["_dir"]), "export-sql", "--dialect", "postgres", "--model", f"v-{name}"]
+    )
+    assert printed.exit_code == 0, printed.output
+    with psycopg.connect(pg_server.url(), autocommit=True) as c:
+        c.execute("set search_path to typed_features")
+        types = dict(
+            c.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'typed_features' and table_name = 'features_customer'"
+            ).fetchall()
+        )
+        assert (types["age"], types["annual_income"], types["gender_female"]) == (
+            "integer",
+            "double precision",
+            "integer",
+        )
+        rows = c.execute(printed.stdout).fetchall()
+    expected = _expected(card, data, typed_features)
+    assert len(expected["customer_id"]) == TYPED_ROWS - 8  # the rows outside the card drop out
+    _compare(rows, expected)
+    assert len(set(expected["segment"])) > 1 and expected["label"].any() and not expected["label"].all()

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,15 +155,24 @@ def test_reader_holding_the_table_past_the_lock_timeout_gives_75_and_keeps_the_o
     con.close()
     reader = psycopg.connect(pg_server.url())
     reader.execute("select count(*) from seg_busy").fetchall()
+    released = threading.Event()
+
+    def let_go() -> None:  # a reader that ends eventually: a publisher waiting for it would then succeed (exit 0)
+        released.set()
+        reader.rollback()
+
+    watchdog = threading.Timer(60, let_go)
+    watchdog.start()
     try:
-        started = time.monotonic()
         result = _cli(settings, "publish", "--to", pg_server.url(), "--table", "seg_busy", "--lock-timeout", "0.5")
-        waited = time.monotonic() - started
+        watchdog.cancel()
+        assert not released.is_set()  # it gave up while the reader still held the table
         assert result.exit_code == 75, result.output
         assert "retry later" in result.stderr and "lock timeout" in result.stderr
-        assert waited < 10
         assert reader.execute("select * from seg_busy order by customer_id").fetchall() == before
     finally:
+        watchdog.cancel()
+        watchdog.join()
         reader.rollback()
         reader.close()
     assert _pg_rows(pg_server, "seg_busy") == before

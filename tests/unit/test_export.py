@@ -129,3 +129,75 @@ def test_card_parameters_reproduce_the_model(preprocessing):
     assert Z.shape[1] == len(params["coef"]) == len(params["columns"])
     p = 1 / (1 + np.exp(-(params["intercept"] + Z @ np.array(params["coef"]))))
     np.testing.assert_allclose(p, pipe.predict_proba(X)[:, 1], atol=1e-9)
+
+
+# --- the gate's limits, pinned: max |dp| 1e-5 and no label flip -------------------------------
+
+GATE_ROWS = 1_000
+
+
+def _intercept_shifted_converter(delta: float):
+    """A real conversion whose positive-class intercept is then raised by ``delta`` (|dp| up to about delta / 4)."""
+
+    def converter(pipeline, features):
+        model = onnx.load_from_string(REAL_CONVERT(pipeline, features))
+        [node] = [n for n in model.graph.node if n.op_type == "LinearClassifier"]
+        [attr] = [a for a in node.attribute if a.name == "intercepts"]
+        values = list(attr.floats)
+        values[-1] += delta
+        del attr.floats[:]
+        attr.floats.extend(values)
+        return model.SerializeToString()
+
+    return converter
+
+
+def _gate_rows(spec, X):
+    """The rows export_onnx checks with parity_rows=GATE_ROWS, seed=0."""
+    return np.vstack([X, export.synthetic_rows(spec, X, GATE_ROWS, 0)])
+
+
+def _threshold_in_widest_gap(pipe, rows) -> float:
+    """A threshold no row's probability comes near, so a small shift flips no label."""
+    p = np.sort(pipe.predict_proba(rows.astype(np.float32).astype(np.float64))[:, 1])
+    i = int(np.argmax(np.diff(p)))
+    assert p[i + 1] - p[i] > 1e-3
+    return float((p[i] + p[i + 1]) / 2)
+
+
+@pytest.mark.parametrize(
+    "delta, low, high, passes",
+    [
+        (2e-4, 1e-5, 1e-4, False),  # between the limit and 10x the limit: refused
+        (2e-5, 1e-6, 1e-5, True),  # just under the limit: let through
+    ],
+)
+def test_parity_gate_limit_is_1e_5(delta, low, high, passes):
+    spec, pipe, X = _fitted("scale")
+    converter = _intercept_shifted_converter(delta)
+    threshold = _threshold_in_widest_gap(pipe, _gate_rows(spec, X))
+    figures = export.check_parity(
+        pipe, converter(pipe, spec.feature_names), spec.feature_names, _gate_rows(spec, X), threshold
+    )
+    assert low < figures["max_abs_diff"] < high and figures["label_flips"] == 0  # the case is what it claims to be
+    if passes:
+        result = export.export_onnx(pipe, spec, X, threshold, parity_rows=GATE_ROWS, seed=0, converter=converter)
+        assert result.max_abs_diff == figures["max_abs_diff"] and result.label_flips == 0
+        assert result.as_card(spec.feature_names)["max_abs_diff_limit"] == 1e-5
+    else:
+        with pytest.raises(export.ParityError, match=r"max \|p difference\| .* \(limit 1e-05\), 0 label flip"):
+            export.export_onnx(pipe, spec, X, threshold, parity_rows=GATE_ROWS, seed=0, converter=converter)
+
+
+def test_parity_gate_refuses_a_single_label_flip_even_within_the_probability_limit():
+    spec, pipe, X = _fitted("scale")
+    X32 = X.astype(np.float32)
+    p_onnx = export.onnx_probabilities(REAL_CONVERT(pipe, spec.feature_names), spec.feature_names, X32)
+    p_sk = pipe.predict_proba(X32.astype(np.float64))[:, 1]
+    worst = int(np.argmax(np.abs(p_onnx - p_sk)))
+    assert p_onnx[worst] != p_sk[worst]
+    threshold = float((p_onnx[worst] + p_sk[worst]) / 2)  # float32 and float64 fall on either side of it
+    figures = export.check_parity(pipe, REAL_CONVERT(pipe, spec.feature_names), spec.feature_names, X, threshold)
+    assert figures["max_abs_diff"] < 1e-6 and figures["label_flips"] >= 1
+    with pytest.raises(export.ParityError, match=r"[1-9]\d* label flip\(s\) at threshold"):
+        export.export_onnx(pipe, spec, X, threshold, parity_rows=GATE_ROWS, seed=0)

@@ -3,13 +3,28 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from mallscore import registry
 from mallscore.errors import BadInputError, ConfigError
 
-ONNX = b"\x08\x07 not a real graph: the registry only hashes bytes"
+
+def _tiny_graph() -> bytes:
+    """A real ONNX graph with the card's interface (float [N, 1] in, float [N, 2] out); its maths do not matter."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["age", "age"], ["probabilities"], axis=1)],
+        "tiny",
+        [helper.make_tensor_value_info("age", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+    )
+    return helper.make_model(graph).SerializeToString()
+
+
+ONNX = _tiny_graph()
 
 
 def _card(
@@ -185,19 +200,35 @@ def test_new_version_names_are_valid_and_distinct():
     registry.validate_name("version", a)
 
 
+def _wait_until_blocked_on_a_file_lock(proc, timeout: float = 60) -> None:
+    """Poll /proc/locks (Linux) until ``proc`` is listed as waiting for a file lock."""
+    import time
+
+    locks = Path("/proc/locks")
+    if not locks.exists():
+        pytest.skip("needs /proc/locks to see a process waiting for a lock")
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = {line.split()[5] for line in locks.read_text().splitlines() if line.split()[1:2] == ["->"]}
+        if str(proc.pid) in waiting:
+            return
+        assert proc.poll() is None, "the promotion ended without waiting for the lock"
+        assert time.monotonic() < deadline, "the promotion never reached the lock"
+        time.sleep(0.01)
+
+
 def test_promotion_waits_for_another_process_holding_the_spec_lock(tmp_path):
     import subprocess
     import sys
-    import time
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
     _register(tmp_path, version="default-v1")
     code = f"from mallscore import registry; registry.promote({str(tmp_path)!r}, 'default-v1')"
     with registry._spec_lock(tmp_path.resolve(), "default"):
         proc = subprocess.Popen([sys.executable, "-c", code], env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
-        time.sleep(1.0)
-        assert proc.poll() is None  # blocked behind the lock
+        _wait_until_blocked_on_a_file_lock(
+            proc
+        )  # it reached the lock and waits there (seen, not assumed after a sleep)
         assert registry.champion(tmp_path) is None
     assert proc.wait(timeout=30) == 0
     assert registry.champion(tmp_path) == "default-v1"
