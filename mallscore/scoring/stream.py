@@ -143,6 +143,7 @@ def stream_and_insert(
         raise
     finally:
         unregister(con, "run_scored")
+        reader.close()  # a failed run's traceback must not keep the database instance alive through it
     return state["scored"]
 
 
