@@ -8,6 +8,10 @@ a glob that misses a subfolder or a package left out of the list fails `make tes
 from __future__ import annotations
 
 import glob
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -76,3 +80,29 @@ def test_a_missing_query_is_a_config_error_and_names_cannot_escape(tmp_path):
         sql_query("../pyproject")
     with pytest.raises(ConfigError, match="no SQL files"):
         sql_files(tmp_path)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_card_commit_is_ours_in_a_checkout_and_none_inside_another_repository(tmp_path):
+    from mallscore.training.job import git_commit
+
+    assert git_commit() == _git(REPO, "rev-parse", "HEAD")
+    # an installed copy inside someone else's repository (a venv in their project) must not claim their commit
+    other = tmp_path / "project"
+    site = other / ".venv" / "site-packages"
+    shutil.copytree(REPO / "mallscore", site / "mallscore", ignore=shutil.ignore_patterns("__pycache__"))
+    _git(tmp_path, "init", "-q", str(other))
+    _git(other, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "theirs")
+    out = subprocess.run(
+        [sys.executable, "-c", "import mallscore.training.job as j; print(j.__file__, j.git_commit())"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(site / "mallscore" / "training" / "job.py"), "None"]
