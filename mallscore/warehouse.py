@@ -36,7 +36,8 @@ def sql_root() -> Traversable:
         return resources.files(SQL_PACKAGE)
     except ModuleNotFoundError:
         raise ConfigError(
-            f"the SQL files ({SQL_PACKAGE}) are missing from the installed package: reinstall mallscore"
+            f"the SQL files ({SQL_PACKAGE}) are missing from the installed package: reinstall mallscore "
+            "(in a checkout: make install)"
         ) from None
 
 
