@@ -41,6 +41,13 @@ def sql_root() -> Traversable:
         ) from None
 
 
+def __getattr__(name: str) -> Path:
+    """``SQL_DIR``: the SQL folder as a path, looked up when asked for (importing opens nothing)."""
+    if name == "SQL_DIR":
+        return Path(str(sql_root()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass(frozen=True)
 class SqlFile:
     """One file of ``sql/``: its build order, the relation it creates, and its key."""
