@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench install clean
+.PHONY: demo test lint format bench install clean wheel-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Build the wheel, install it (not editable) in a fresh venv, run the pipeline outside the checkout.
+wheel-check:
+	PYTHON=$(PY) .ci/check-wheel
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

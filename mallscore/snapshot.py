@@ -26,7 +26,7 @@ from mallscore.errors import TemporaryError
 from mallscore.settings import Settings
 
 ANALYST_RELATIONS = ("segments", "segment_summary", "segment_history", "scoring_runs", "features_customer")
-SNAPSHOT_MODE = 0o600  # owner only; analysts who need it are given access explicitly (docs/operations.md)
+SNAPSHOT_MODE = 0o600  # owner only; analysts get access explicitly (README.md, File permissions)
 
 
 def _check_copy(path: Path) -> None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import duckdb
@@ -20,11 +22,30 @@ import duckdb
 from mallscore.errors import ConfigError, InputMissingError, LockedError
 from mallscore.settings import Settings
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_PACKAGE = "mallscore.sql"  # sql/ at the top of the repo, mapped into the package (pyproject.toml)
 _SQL_FILE = re.compile(r"^(\d{2})_([a-z][a-z0-9_]*)\.sql$")
+_SQL_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+def sql_root() -> Traversable:
+    """The folder of SQL files shipped with the package (``sql/`` itself in an editable install)."""
+    try:
+        return resources.files(SQL_PACKAGE)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"the SQL files ({SQL_PACKAGE}) are missing from the installed package: reinstall mallscore "
+            "(in a checkout: make install)"
+        ) from None
+
+
+def __getattr__(name: str) -> Path:
+    """``SQL_DIR``: the SQL folder as a path, looked up when asked for (importing opens nothing)."""
+    if name == "SQL_DIR":
+        return Path(str(sql_root()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +54,7 @@ class SqlFile:
 
     order: int
     relation: str
-    path: Path
+    path: Traversable
     unique_key: str | None
 
     @property
@@ -42,21 +63,34 @@ class SqlFile:
         return self.path.read_text(encoding="utf-8")
 
 
-def sql_files(sql_dir: Path = SQL_DIR) -> list[SqlFile]:
+def sql_files(sql_dir: Traversable | None = None) -> list[SqlFile]:
     """The numbered SQL files that build the warehouse, in build order."""
+    root = sql_root() if sql_dir is None else sql_dir
     files = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in sorted((p for p in root.iterdir() if p.name.endswith(".sql") and p.is_file()), key=lambda p: p.name):
         match = _SQL_FILE.match(path.name)
         if not match:
             raise ConfigError(f"{path}: SQL files must be named NN_relation.sql")
         key = _KEY_MARK.search(path.read_text(encoding="utf-8"))
         files.append(SqlFile(int(match.group(1)), match.group(2), path, key.group(1) if key else None))
+    if not files:
+        raise ConfigError(f"no SQL files in {root}: the installed package is incomplete (reinstall mallscore)")
     return files
 
 
-def sql_query(name: str, sql_dir: Path = SQL_DIR) -> str:
+def sql_query(name: str, sql_dir: Traversable | None = None) -> str:
     """A named query from a subfolder of ``sql/`` (for example ``ingest/validate_customers``)."""
-    return (sql_dir / f"{name}.sql").read_text(encoding="utf-8")
+    if not _SQL_NAME.match(name):
+        raise ValueError(f"bad SQL file name {name!r}: lower-case names joined by '/', without '.sql'")
+    root = sql_root() if sql_dir is None else sql_dir
+    *folders, stem = name.split("/")
+    path = root
+    for folder in folders:
+        path = path.joinpath(folder)
+    path = path.joinpath(f"{stem}.sql")
+    if not path.is_file():
+        raise ConfigError(f"SQL file {name}.sql is missing from {root}: the installed package is incomplete")
+    return path.read_text(encoding="utf-8")
 
 
 def _describe_lock(message: str) -> str:

@@ -141,11 +141,16 @@ def library_versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """The git commit of the code that trained the model, when it runs from a checkout."""
+    """The git commit of the code that trained the model, when it runs from a checkout (None from a wheel).
+
+    Only a repository whose top level holds this very package counts: an installed
+    wheel inside some other repository (a venv in a project folder) has no commit of ours.
+    """
+    package = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=package,
             capture_output=True,
             text=True,
             timeout=5,
@@ -153,7 +158,10 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    lines = out.stdout.splitlines()
+    if len(lines) != 2 or Path(lines[0]).resolve() / package.name != package:
+        return None
+    return lines[1].strip() or None
 
 
 def _mean_std(block: dict) -> dict:

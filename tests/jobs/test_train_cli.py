@@ -214,15 +214,17 @@ def test_train_without_warehouse_exits_66(cli):
     assert out.returncode == 66 and "does not exist" in out.stderr
 
 
-def test_cron_job_entry_point_trains(warehouse, settings):
+def test_cron_job_entry_point_trains_through_the_cli_entry_point(warehouse, settings, tmp_path):
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     REPO = Path(__file__).resolve().parents[2]
+    fresh = tmp_path / "cron"  # folders the job creates on its way to the models dir
     env = {
         "MALLSCORE_WAREHOUSE": str(settings.warehouse),
-        "MALLSCORE_MODELS_DIR": str(settings.models_dir),
+        "MALLSCORE_MODELS_DIR": str(fresh / "models"),
         "PYTHONPATH": str(REPO),
         "PATH": "/usr/bin:/bin",
     }
@@ -232,9 +234,13 @@ def test_cron_job_entry_point_trains(warehouse, settings):
         capture_output=True,
         text=True,
         timeout=300,
+        preexec_fn=lambda: os.umask(0o022),  # a permissive cron: the job must set the CLI's umask itself
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["promoted"] is True
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in [fresh, *fresh.rglob("*")]}
+    assert modes["cron"] == 0o700  # created by mkdir(parents=True): only the umask makes it private
+    assert {p: m for p, m in modes.items() if m not in (0o600, 0o700)} == {}
     bad = subprocess.run(
         [sys.executable, str(REPO / "jobs" / "train.py"), "--spec", "seed", "--budget", "quick"],
         env=env,
