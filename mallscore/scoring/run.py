@@ -15,6 +15,7 @@ skl2onnx are never imported here.
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import threading
@@ -147,6 +148,37 @@ def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     for name, value in tuning.items():
         con.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {str(value).lower()}")
     return con
+
+
+# Moving a run's replaced segments to the archive joins them with the candidates twice in one
+# transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
+# about every other time with "failed to pin block" (the buffer pool full of the uncommitted archive
+# rows), on main as well; with 256MB it never did. The cap comes back before the stream starts.
+REPLACE_MEMORY_LIMIT = "256MB"
+
+
+@contextmanager
+def _memory_for_replacing(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Raise the job's DuckDB memory cap to REPLACE_MEMORY_LIMIT while replaced segments move (never lower it)."""
+    current = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    raise_to = _bytes(REPLACE_MEMORY_LIMIT) > _bytes(str(current))
+    if raise_to:
+        con.execute(f"set memory_limit = '{REPLACE_MEMORY_LIMIT}'")
+    try:
+        yield
+    finally:
+        if raise_to:
+            con.execute(f"set memory_limit = '{current}'")
+
+
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _bytes(size: str) -> float:
+    """A DuckDB size setting such as '64.0 MiB' or '256MB' in bytes (inf when unreadable)."""
+    match = _SIZE.match(size)
+    return float(match.group(1)) * _UNITS[match.group(2).lower()] if match else float("inf")
 
 
 def _return_freed_memory() -> None:
@@ -289,8 +321,9 @@ def _run_transaction(
     """Archive, score, insert, reject and finish the run's row: one transaction (the change feed follows)."""
     con.begin()
     t = time.perf_counter()
-    run_statement(con, "archive_replaced", params)
-    run_statement(con, "delete_replaced", params)
+    with _memory_for_replacing(con):
+        run_statement(con, "archive_replaced", params)
+        run_statement(con, "delete_replaced", params)
     timer.add("write", t)
     if model.engine == "sql":
         scored, rejected = _score_in_engine(con, model, params, timer, progress)

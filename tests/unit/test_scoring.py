@@ -301,3 +301,21 @@ def test_segment_summary_is_read_from_the_snapshot(scored_setup: Settings) -> No
     rows = segment_summary(scored_setup)
     assert sum(r["customers"] for r in rows) == 500
     assert [r["segment"] for r in rows] == [s for (s,) in query(scored_setup, "select segment from segment_summary")]
+
+
+def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(tmp_path: Path) -> None:
+    """Moving every replaced segment to the archive joins them twice in one transaction; under the job's cap
+    alone that ran out of memory ("failed to pin block"), 3M customers at 64MB as 150k at 8MB here."""
+    from mallscore.synth import synth_customers
+    from mallscore.warehouse import build, connect
+
+    settings = Settings(warehouse=tmp_path / "w.duckdb", models_dir=tmp_path / "models", memory_limit="8MB")
+    con = connect(settings.warehouse)
+    build(con)
+    synth_customers(con, 150_000, seed=1, new=True)
+    con.close()
+    write_model(settings.models_dir, "v1")
+    assert score_customers(settings, publish=False)["rows_scored"] == 150_000
+    again = score_customers(settings, mode="all", publish=False)
+    assert (again["status"], again["rows_scored"]) == ("succeeded", 150_000)
+    assert query(settings, "select count(*), count(distinct archived_by_run) from segment_archive") == [(150_000, 1)]
