@@ -1,33 +1,48 @@
 """Publish the current ``segments`` (and their ``scoring_runs`` rows) to the mall's own database.
 
-Campaign tools read segments where they already look. Readers of the target
-must never see a half-written table, so every publish is one transaction on
-the target:
+Campaign tools, sync jobs and ``pg_dump`` read the published table while the
+nightly job writes it, some of them in long REPEATABLE READ transactions. In
+PostgreSQL only *row* changes keep an older snapshot whole (DROP, RENAME and
+TRUNCATE are not MVCC-safe: a reader whose snapshot predates them sees an empty
+table), so a publish never swaps or truncates the live table. Every publish is
+one transaction on the target that only deletes, updates and inserts rows:
 
-1. take an advisory lock (PostgreSQL) so two publishers queue instead of racing;
-2. create a uniquely named staging table and bulk-load it: PostgreSQL through
-   ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's Arrow batches
-   encoded by :mod:`mallscore.pgcopy` (never a Python loop over rows; CSV
-   written by pyarrow when a column type has no binary encoder); any other
-   SQLAlchemy database through chunked ``executemany`` inserts;
-3. add the primary key, carry over the old table's grants, then drop the old
-   table and rename the staging table into its place, and upsert the run rows
-   into ``<table>_runs``;
-4. commit.
+1. PostgreSQL: ``lock_timeout`` for the transaction and an advisory lock so two
+   publishers queue instead of racing. Row changes take ROW EXCLUSIVE, which
+   does not conflict with the ACCESS SHARE lock of a reader or of ``pg_dump``:
+   readers never make a publish wait, and a publish never makes them wait.
+2. The target tables are created when missing, with columns and types derived
+   from the warehouse's catalog (``sql/03_scoring_runs.sql``,
+   ``sql/04_segments.sql``) through one type mapping (:func:`column_type`).
+3. ``<table>_runs`` records which run the target holds (``is_current``).
+   When it holds an earlier run of this warehouse the publish is
+   *incremental*: the rows scored by later runs are loaded into a temporary
+   staging table and applied with one UPDATE and one INSERT; customers no
+   longer in ``segments`` are deleted (found by comparing keys, only when the
+   row count says some are gone). Otherwise, or with ``full=True``, it is
+   *full*: delete every row, then load all of them. Into a table created by
+   this publish (invisible to everyone until commit) the load is a bare bulk
+   COPY with the key built afterwards.
+4. The row count is checked against ``segments``; an incremental publish whose
+   result does not match (rows changed behind mallscore's back) falls back to a
+   full one in the same transaction. Then the run rows are upserted and the
+   transaction commits.
 
-A failure at any step (or a killed process) rolls everything back: yesterday's
-table stays intact and readable. The swap waits at most ``lock_timeout`` for
-readers that hold the old table, then gives up with a retryable error.
-Publishing the same run twice gives the same tables.
+Loads go through ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's
+Arrow batches encoded by :mod:`mallscore.pgcopy` on PostgreSQL, and chunked
+``executemany`` inserts on any other SQLAlchemy database (the generic path).
+A failure at any step (or a killed process) rolls everything back: the old
+rows stay intact and readable.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
-import secrets
+import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,53 +57,173 @@ from mallscore.database import (
     scrub,
     split_table_name,
 )
-from mallscore.errors import EXIT_UNEXPECTED, InputMissingError, MallscoreError
+from mallscore.errors import EXIT_UNEXPECTED, ConfigError, InputMissingError, MallscoreError
 from mallscore.settings import DEFAULT_PUBLISH_TABLE, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
+    import sqlalchemy as sa
 
 DEFAULT_TABLE = DEFAULT_PUBLISH_TABLE
 BATCH_ROWS = 100_000
 INSERT_CHUNK_ROWS = 10_000
-
-# (column, PostgreSQL type); the same order as sql/04_segments.sql
-SEGMENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("customer_id", "bigint not null"),
-    ("segment", "text not null"),
-    ("p_high_spender", "double precision not null"),
-    ("predicted_high_spender", "boolean not null"),
-    ("basis", "text not null"),
-    ("model_version", "text not null"),
-    ("run_id", "text not null"),
-    ("scored_at", "timestamp not null"),
-    ("customer_updated_at", "timestamp not null"),
-)
-RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "text primary key"),
-    ("mode", "text not null"),
-    ("started_at", "timestamp not null"),
-    ("finished_at", "timestamp"),
-    ("status", "text not null"),
-    ("model_version", "text"),
-    ("model_sha256", "text"),
-    ("rows_read", "bigint"),
-    ("rows_scored", "bigint"),
-    ("rows_rejected", "bigint"),
-    ("error", "text"),
-    ("published_at", "timestamp not null"),
-)
-_GRANTABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+# Columns the runs table has beyond scoring_runs': when the rows were published, and the run the target holds.
+RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"), ("is_current", "BOOLEAN"))
+# Runs that ended without changing segments; any other status may have written rows.
+_NOT_WRITTEN = ("running", "failed", "abandoned")
 
 BatchHook = Callable[[int], None]
 
 
-def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE) -> dict:
+# --- the published schema: derived from the warehouse's catalog -----------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a warehouse relation as its catalog describes it."""
+
+    name: str
+    duck_type: str
+    nullable: bool
+    key: bool
+
+
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
+
+
+def column_type(duck_type: str, key: bool = False) -> sa.types.TypeEngine:
+    """The one mapping of a DuckDB column type to a SQLAlchemy type (PostgreSQL and every generic target).
+
+    PostgreSQL renders these as bigint, integer, double precision, boolean,
+    text, timestamp (without time zone), date, numeric(p, s). A text key is
+    ``VARCHAR(255)`` on MySQL/MariaDB, which cannot index unbounded text.
+    """
+    import sqlalchemy as sa
+
+    simple = {
+        "BIGINT": sa.BigInteger,
+        "INTEGER": sa.Integer,
+        "SMALLINT": sa.SmallInteger,
+        "DOUBLE": sa.Double,
+        "FLOAT": sa.Float,
+        "BOOLEAN": sa.Boolean,
+        "DATE": sa.Date,
+        "TIMESTAMP": sa.DateTime,
+    }
+    upper = duck_type.upper()
+    if upper in simple:
+        return simple[upper]()
+    if upper == "VARCHAR":
+        return sa.Text().with_variant(sa.String(255), "mysql", "mariadb") if key else sa.Text()
+    if upper == "TIMESTAMP WITH TIME ZONE":
+        return sa.DateTime(timezone=True)
+    match = _DECIMAL.match(upper)
+    if match:
+        return sa.Numeric(int(match.group(1)), int(match.group(2)))
+    raise ConfigError(f"cannot publish a column of DuckDB type {duck_type}: no mapping to the target database")
+
+
+def warehouse_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[Column]:
+    """The columns of ``relation`` in catalog order; the key is its primary key or its ``-- unique_key:`` mark."""
+    from mallscore.warehouse import sql_files
+
+    rows = con.execute(
+        "select column_name, data_type, is_nullable from duckdb_columns() "
+        "where schema_name = 'main' and table_name = $t order by column_index",
+        {"t": relation},
+    ).fetchall()
+    if not rows:
+        raise ConfigError(f"the warehouse has no {relation} table; build it first (`mallscore features`)")
+    primary = con.execute(
+        "select constraint_column_names from duckdb_constraints() "
+        "where schema_name = 'main' and table_name = $t and constraint_type = 'PRIMARY KEY'",
+        {"t": relation},
+    ).fetchall()
+    if primary:
+        keys = set(primary[0][0])
+    else:
+        marked = [f.unique_key for f in sql_files() if f.relation == relation and f.unique_key]
+        keys = set(marked)
+    return [Column(name, dtype, bool(nullable) and name not in keys, name in keys) for name, dtype, nullable in rows]
+
+
+def _sa_table(metadata, schema: str | None, name: str, columns: list[Column], *, key: bool = True, temp=False):
+    import sqlalchemy as sa
+
+    return sa.Table(
+        name,
+        metadata,
+        *(
+            sa.Column(
+                c.name,
+                column_type(c.duck_type, c.key),
+                nullable=c.nullable,
+                primary_key=key and c.key,
+                autoincrement=False,
+            )
+            for c in columns
+        ),
+        schema=schema,
+        prefixes=["TEMPORARY"] if temp else [],
+    )
+
+
+@dataclass
+class _Source:
+    """What the warehouse holds: the derived schema, the rows to publish and the run they reflect."""
+
+    segment_columns: list[Column]
+    run_columns: list[Column]
+    rows: int
+    run_ids: list[str]  # runs with rows in segments
+    run_id: str | None  # the latest run whose result segments holds
+    runs: list[tuple]  # scoring_runs rows to publish (run_ids and run_id)
+    feed: bool  # the warehouse has a segment_changes feed
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.name for c in self.segment_columns if c.key]
+
+
+def _read_source(con: duckdb.DuckDBPyConnection) -> _Source:
+    segment_columns = warehouse_columns(con, "segments")
+    if not any(c.key for c in segment_columns):
+        raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
+    run_columns = warehouse_columns(con, "scoring_runs")
+    rows = int(con.execute("select count(*) from segments").fetchall()[0][0])
+    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
+    latest = con.execute(
+        "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
+        "(select unnest($done)) order by started_at desc, run_id desc limit 1",
+        {"ids": run_ids, "done": list(_NOT_WRITTEN)},
+    ).fetchall()
+    run_id = latest[0][0] if latest else None
+    names = ", ".join(_quote(c.name) for c in run_columns)
+    runs = con.execute(
+        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id",
+        {"ids": sorted(set(run_ids) | ({run_id} if run_id else set()))},
+    ).fetchall()
+    feed = bool(
+        con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'main' and table_name = 'segment_changes'"
+        ).fetchall()[0][0]
+    )
+    return _Source(segment_columns, run_columns, rows, run_ids, run_id, runs, feed)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE, *, full: bool = False) -> dict:
     """Open the warehouse read-only and publish its segments to ``url`` (see module docstring)."""
     from mallscore.warehouse import open_warehouse
 
     with open_warehouse(settings, read_only=True) as con:
-        return publish_from(con, url, table, lock_timeout=settings.lock_timeout)
+        return publish_from(con, url, table, lock_timeout=settings.lock_timeout, full=full)
 
 
 def publish_after_run(settings: Settings, run_id: str) -> dict | None:
@@ -124,6 +259,7 @@ def publish_from(
     url: str,
     table: str = DEFAULT_TABLE,
     *,
+    full: bool = False,
     lock_timeout: float = 60.0,
     batch_rows: int = BATCH_ROWS,
     bulk: bool = True,
@@ -131,34 +267,27 @@ def publish_from(
 ) -> dict:
     """Publish ``segments`` from an open warehouse connection; returns what was published.
 
-    ``bulk=False`` forces the generic insert path even on PostgreSQL (for the
-    benchmark). ``on_batch`` is called with the running row count after each
-    loaded batch (progress; tests use it to fail mid-publish).
+    ``full=True`` rewrites every row even when an incremental publish is
+    possible. ``bulk=False`` forces the generic insert path even on PostgreSQL
+    (for the benchmark). ``on_batch`` is called with the running row count
+    after each loaded batch (progress; tests use it to fail mid-publish).
     """
     schema, name = split_table_name(table)
-    rows, run_ids = _snapshot_counts(con)
-    if rows == 0:
+    source = _read_source(con)
+    if source.rows == 0:
         raise InputMissingError(
             "no segments to publish: the warehouse's segments table is empty (run `mallscore score` first)"
         )
-    runs = _run_rows(con, run_ids)
     engine = create_engine(url)
     started = time.perf_counter()
     published_at = datetime.now(UTC).replace(tzinfo=None)
     try:
         with engine.begin() as conn:
-            if bulk and is_postgres(engine):
-                method = "copy"
-                loaded = _publish_postgres(
-                    conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch
-                )
-            else:
-                method = "insert"
-                loaded = _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on_batch)
-            if loaded != rows:
-                raise InputMissingError(
-                    f"segments changed while publishing ({rows} rows counted, {loaded} loaded); nothing was published"
-                )
+            copy = bulk and is_postgres(engine)
+            job = _Publication(conn, con, source, schema, name, copy, batch_rows, on_batch)
+            if is_postgres(engine):
+                job.lock(lock_timeout)
+            outcome = job.run(full, published_at)
     except MallscoreError:
         raise
     except driver_errors() as exc:
@@ -169,9 +298,11 @@ def publish_from(
         "target": mask_url(url),
         "table": table,
         "runs_table": _qualified(schema, name + "_runs"),
-        "rows": rows,
-        "run_ids": run_ids,
-        "method": method,
+        **outcome,
+        "run_id": source.run_id,
+        "rows": source.rows,
+        "run_ids": source.run_ids,
+        "method": "copy" if copy else "insert",
         "seconds": round(time.perf_counter() - started, 3),
         "published_at": published_at.isoformat(timespec="seconds"),
     }
@@ -181,86 +312,262 @@ def _qualified(schema: str | None, name: str) -> str:
     return f"{schema}.{name}" if schema else name
 
 
-def _snapshot_counts(con: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
-    rows = con.execute("select count(*) from segments").fetchall()[0][0]
-    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
-    return int(rows), run_ids
+# --- one publication: decide the mode, change rows, record the run -----------------------------
 
 
-def _run_rows(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[tuple]:
-    names = ", ".join(c for c, _ in RUN_COLUMNS[:-1])
-    return con.execute(
-        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id", {"ids": run_ids}
-    ).fetchall()
+class _Publication:
+    """The steps of one publish inside the caller's transaction ``conn`` (SQLAlchemy, any dialect)."""
+
+    def __init__(self, conn, con, source: _Source, schema, name, copy: bool, batch_rows: int, on_batch) -> None:
+        import sqlalchemy as sa
+
+        self.conn, self.con, self.source = conn, con, source
+        self.schema, self.name, self.copy = schema, name, copy
+        self.batch_rows, self.on_batch = batch_rows, on_batch
+        self.metadata = sa.MetaData()
+        self.target = _sa_table(self.metadata, schema, name, source.segment_columns)
+        run_columns = source.run_columns + [Column(c, t, True, False) for c, t in RUN_EXTRA_COLUMNS]
+        self.runs = _sa_table(self.metadata, schema, name + "_runs", run_columns)
+        self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
+
+    # -- steps
+
+    def lock(self, lock_timeout: float) -> None:
+        """PostgreSQL: bound every lock wait, and queue behind another publisher of the same table."""
+        import sqlalchemy as sa
+
+        self.conn.execute(
+            sa.text("select set_config('lock_timeout', :v, true)"), {"v": f"{int(max(lock_timeout, 0.001) * 1000)}ms"}
+        )
+        self.conn.execute(
+            sa.text("select pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"mallscore.publish:{_qualified(self.schema, self.name)}"},
+        )
+
+    def run(self, full: bool, published_at: datetime) -> dict:
+        """Change the target's rows to equal segments, then record the runs; returns mode and counts."""
+        import sqlalchemy as sa
+
+        inspector = sa.inspect(self.conn)
+        exists = inspector.has_table(self.name, schema=self.schema)
+        held = self._held_run(inspector)
+        self._ensure_runs_table(inspector)
+        reason = None
+        if not exists:
+            mode, reason = "full", "new table"
+            self._create_and_load()
+        else:
+            self._check_columns(inspector)
+            reason = "--full" if full else self._why_not_incremental(held)
+            mode = "full" if reason else "incremental"
+            if mode == "incremental":
+                self._incremental(held)
+                if self._count() != self.source.rows:  # rows changed behind our back: rewrite them all
+                    mode, reason = "full", f"the target did not hold run {held[0]} exactly"
+                    self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
+            if mode == "full":
+                self._rewrite()
+        count = self._count()
+        if count != self.source.rows:
+            raise InputMissingError(
+                f"segments changed while publishing ({self.source.rows} rows counted, {count} in the target); "
+                "nothing was published"
+            )
+        self._record_runs(published_at)
+        changes = append_change_feed(self, held)
+        return {
+            "mode": mode,
+            "reason": reason,
+            "previous_run_id": held[0] if held else None,
+            "rows_written": sum(self.stats.values()),
+            **self.stats,
+            "changes_appended": changes,
+        }
+
+    def _held_run(self, inspector) -> tuple[str, datetime] | None:
+        """The run the target holds (``is_current`` in the runs table), with its start time."""
+        import sqlalchemy as sa
+
+        runs_name = self.runs.name
+        if not inspector.has_table(runs_name, schema=self.schema):
+            return None
+        present = {c["name"] for c in inspector.get_columns(runs_name, schema=self.schema)}
+        if not {"run_id", "started_at", "is_current"} <= present:
+            return None
+        rows = self.conn.execute(
+            sa.select(self.runs.c.run_id, self.runs.c.started_at).where(self.runs.c.is_current.is_(True))
+        ).fetchall()
+        return (rows[0][0], rows[0][1]) if len(rows) == 1 else None
+
+    def _why_not_incremental(self, held) -> str | None:
+        if held is None:
+            return "the target records no run"
+        known = self.con.execute("select started_at from scoring_runs where run_id = $r", {"r": held[0]}).fetchall()
+        if not known or known[0][0] != held[1]:
+            return f"the target holds run {held[0]}, which this warehouse did not run"
+        return None
+
+    def _ensure_runs_table(self, inspector) -> None:
+        """Create the runs table, or add the columns an older publish did not have (one-time, nullable)."""
+        if not inspector.has_table(self.runs.name, schema=self.schema):
+            self.runs.create(self.conn)
+            return
+        present = {c["name"] for c in inspector.get_columns(self.runs.name, schema=self.schema)}
+        preparer = self.conn.dialect.identifier_preparer
+        for column in self.runs.columns:
+            if column.name not in present:
+                ddl = (
+                    f"alter table {preparer.format_table(self.runs)} add column {preparer.quote(column.name)} "
+                    f"{column.type.compile(dialect=self.conn.dialect)}"
+                )
+                self.conn.exec_driver_sql(ddl)
+
+    def _check_columns(self, inspector) -> None:
+        present = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
+        missing = [c.name for c in self.target.columns if c.name not in present]
+        if missing:
+            raise ConfigError(
+                f"the target table {_qualified(self.schema, self.name)} has no column(s) {', '.join(missing)}; "
+                "add them or publish to another table"
+            )
+
+    def _create_and_load(self) -> None:
+        """First publish: a new table nobody else can see before commit, bulk-loaded, key built after."""
+        import sqlalchemy as sa
+
+        if not self.copy:
+            self.target.create(self.conn)
+            self._load(self.target, self._segments())
+            return
+        bare = _sa_table(sa.MetaData(), self.schema, self.name, self.source.segment_columns, key=False)
+        bare.create(self.conn)
+        self.stats["inserted"] = self._load(bare, self._segments())
+        preparer = self.conn.dialect.identifier_preparer
+        keys = ", ".join(preparer.quote(k) for k in self.source.keys)
+        self.conn.exec_driver_sql(
+            f"alter table {preparer.format_table(bare)} add constraint {preparer.quote(self.name + '_pkey')} "
+            f"primary key ({keys})"
+        )
+        self.conn.exec_driver_sql(f"analyze {preparer.format_table(bare)}")
+
+    def _rewrite(self) -> None:
+        """Full publish into the live table: delete every row, load every row (row changes only)."""
+        self.stats["deleted"] = self.conn.execute(self.target.delete()).rowcount
+        self.stats["inserted"] = self._load(self.target, self._segments())
+
+    def _incremental(self, held) -> None:
+        """Upsert the rows scored after the held run; delete customers no longer in segments."""
+        import sqlalchemy as sa
+
+        where = (
+            "where not exists (select 1 from scoring_runs as r where r.run_id = segments.run_id "
+            "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
+        )
+        params = {"started": held[1], "run": held[0]}
+        stage = self._temp_table("stage", self.source.segment_columns)
+        staged = self._load(stage, self._segments(where, params))
+        if staged:
+            target, keys = self.target, self.source.keys
+            match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
+            values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
+            self.stats["updated"] = self.conn.execute(target.update().where(match).values(values)).rowcount
+            names = [c.name for c in target.columns]
+            fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
+            self.conn.execute(target.insert().from_select(names, fresh))
+            self.stats["inserted"] = staged - self.stats["updated"]  # staged keys are unique (segments' key)
+        self._drop(stage)
+        if self._count() > self.source.rows:
+            self._delete_missing()
+
+    def _delete_missing(self) -> None:
+        """Delete the target's customers that are not in segments (compared by key)."""
+        import sqlalchemy as sa
+
+        key_columns = [c for c in self.source.segment_columns if c.key]
+        keys = self._temp_table("keys", key_columns)
+        self._load(keys, self._segments(columns=key_columns), report=False)
+        match = sa.and_(*(self.target.c[c.name] == keys.c[c.name] for c in key_columns))
+        self.stats["deleted"] = self.conn.execute(self.target.delete().where(~sa.exists().where(match))).rowcount
+        self._drop(keys)
+
+    def _record_runs(self, published_at: datetime) -> None:
+        runs = self.runs
+        self.conn.execute(runs.update().where(runs.c.is_current.is_(True)).values(is_current=False))
+        ids = [r[0] for r in self.source.runs]
+        if ids:
+            self.conn.execute(runs.delete().where(runs.c.run_id.in_(ids)))
+            names = [c.name for c in self.source.run_columns]
+            self.conn.execute(
+                runs.insert(),
+                [
+                    {**dict(zip(names, r)), "published_at": published_at, "is_current": r[0] == self.source.run_id}
+                    for r in self.source.runs
+                ],
+            )
+
+    # -- helpers
+
+    def _count(self) -> int:
+        import sqlalchemy as sa
+
+        return int(self.conn.execute(sa.select(sa.func.count()).select_from(self.target)).scalar_one())
+
+    def _temp_table(self, suffix: str, columns: list[Column]):
+        table = _sa_table(self.metadata, None, f"mallscore_publish_{suffix}", columns, key=False, temp=True)
+        table.create(self.conn)
+        return table
+
+    def _drop(self, table) -> None:
+        table.drop(self.conn)
+        self.metadata.remove(table)
+
+    def _segments(self, where: str = "", params: dict | None = None, columns: list[Column] | None = None):
+        names = ", ".join(_quote(c.name) for c in columns or self.source.segment_columns)
+        keys = ", ".join(_quote(k) for k in self.source.keys)
+        return _batches(self.con, f"select {names} from segments {where} order by {keys}", params, self.batch_rows)
+
+    def _load(self, table, batches: Iterator[pa.RecordBatch], report: bool = True) -> int:
+        """Bulk-load Arrow batches into ``table`` (COPY on PostgreSQL, chunked inserts elsewhere)."""
+        hook = self.on_batch if report else None
+        if self.copy:
+            from psycopg import sql
+
+            ident = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+            with self.conn.connection.driver_connection.cursor() as cur:
+                loaded = _copy_batches(cur, ident, batches, hook)
+        else:
+            loaded = 0
+            for batch in batches:
+                records = batch.to_pylist()
+                for start in range(0, len(records), INSERT_CHUNK_ROWS):
+                    self.conn.execute(table.insert(), records[start : start + INSERT_CHUNK_ROWS])
+                loaded += batch.num_rows
+                if hook:
+                    hook(loaded)
+        if self.copy and table.name.startswith("mallscore_publish_"):
+            self.conn.exec_driver_sql(f"analyze {self.conn.dialect.identifier_preparer.format_table(table)}")
+        return loaded
 
 
-def _segment_batches(con: duckdb.DuckDBPyConnection, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Segments as Arrow batches, streamed through a cursor so ``con`` stays usable."""
-    names = ", ".join(c for c, _ in SEGMENT_COLUMNS)
+def append_change_feed(publication: _Publication, held: tuple[str, datetime] | None) -> int | None:
+    """Hook: append the published runs' change-feed rows to ``<table>_changes``; None while no feed exists.
+
+    The warehouse's ``segment_changes`` feed is not part of this version; when
+    it is, this appends the feed rows of the runs after ``held`` (all runs when
+    the target held none) in the publication's transaction and returns how many.
+    """
+    if not publication.source.feed:
+        return None
+    return None
+
+
+def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, batch_rows: int):
+    """A query's rows as Arrow batches, streamed through a cursor so ``con`` stays usable."""
     cursor = con.cursor()
     try:
-        reader = cursor.sql(f"select {names} from segments order by customer_id").to_arrow_reader(batch_rows)
-        yield from reader
+        yield from cursor.sql(query, params=params or None).to_arrow_reader(batch_rows)
     finally:
         cursor.close()
-
-
-# --- PostgreSQL: COPY into a staging table, swap --------------------------------------
-
-
-def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch) -> int:
-    from psycopg import sql
-
-    pg = conn.connection.driver_connection
-    stage_name = f"{name}__stage_{secrets.token_hex(4)}"
-    ident = (lambda n: sql.Identifier(schema, n)) if schema else (lambda n: sql.Identifier(n))
-    target, stage, runs_table = ident(name), ident(stage_name), ident(name + "_runs")
-    qualified = _qualified(schema, name)
-    with pg.cursor() as cur:
-        cur.execute("select set_config('lock_timeout', %s, true)", [f"{int(max(lock_timeout, 0.001) * 1000)}ms"])
-        cur.execute("select pg_advisory_xact_lock(hashtext(%s))", [f"mallscore.publish:{qualified}"])
-        cur.execute(sql.SQL("create table {} ({})").format(stage, _column_defs(SEGMENT_COLUMNS)))
-        loaded = _copy_batches(cur, stage, _segment_batches(con, batch_rows), on_batch)
-        cur.execute(
-            sql.SQL("alter table {} add constraint {} primary key (customer_id)").format(
-                stage, sql.Identifier(stage_name + "_pkey")
-            )
-        )
-        cur.execute(sql.SQL("analyze {}").format(stage))
-        grants = cur.execute(
-            """
-            select coalesce(r.rolname, 'PUBLIC'), a.privilege_type
-            from pg_class c cross join lateral aclexplode(c.relacl) a
-            left join pg_roles r on r.oid = a.grantee
-            where c.oid = to_regclass(%s) and a.grantee <> c.relowner
-            """,
-            [sql.Identifier(*(p for p in (schema, name) if p)).as_string(pg)],
-        ).fetchall()
-        for grantee, privilege in grants:
-            if privilege in _GRANTABLE:
-                cur.execute(
-                    sql.SQL("grant {} on {} to {}").format(
-                        sql.SQL(privilege), stage, sql.SQL("public") if grantee == "PUBLIC" else sql.Identifier(grantee)
-                    )
-                )
-        # the swap: waits for readers of the old table at most lock_timeout
-        cur.execute(sql.SQL("drop table if exists {}").format(target))
-        cur.execute(sql.SQL("alter table {} rename to {}").format(stage, sql.Identifier(name)))
-        cur.execute(
-            sql.SQL("alter table {} rename constraint {} to {}").format(
-                target, sql.Identifier(stage_name + "_pkey"), sql.Identifier(name + "_pkey")
-            )
-        )
-        cur.execute(sql.SQL("create table if not exists {} ({})").format(runs_table, _column_defs(RUN_COLUMNS)))
-        cur.execute(sql.SQL("delete from {} where run_id = any(%s)").format(runs_table), [[r[0] for r in runs]])
-        if runs:
-            cur.executemany(
-                sql.SQL("insert into {} values ({})").format(
-                    runs_table, sql.SQL(", ").join(sql.Placeholder() * len(RUN_COLUMNS))
-                ),
-                [(*r, published_at) for r in runs],
-            )
-    return loaded
 
 
 def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None) -> int:
@@ -300,66 +607,4 @@ def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: Batch
                 on_batch(loaded)
         if binary:
             copy.write(pgcopy.TRAILER)
-    return loaded
-
-
-def _column_defs(columns: tuple[tuple[str, str], ...]):
-    from psycopg import sql
-
-    return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns)
-
-
-# --- any other SQLAlchemy database: chunked inserts into a staging table, swap ---------
-
-
-def _sa_tables(metadata, schema: str | None, stage_name: str, runs_name: str):
-    import sqlalchemy as sa
-
-    types = {
-        "bigint": sa.BigInteger,
-        "text": sa.Text,
-        "double precision": sa.Double,
-        "boolean": sa.Boolean,
-        "timestamp": sa.DateTime,
-    }
-
-    def column(name: str, spec: str) -> sa.Column:
-        base = next(t for t in sorted(types, key=len, reverse=True) if spec.startswith(t))
-        kind = types[base]() if base != "text" else sa.String(200) if name == "run_id" else sa.Text()
-        return sa.Column(
-            name,
-            kind,
-            nullable="not null" not in spec and "primary key" not in spec,
-            primary_key=name == "customer_id" or "primary key" in spec,
-        )
-
-    stage = sa.Table(stage_name, metadata, *(column(c, t) for c, t in SEGMENT_COLUMNS), schema=schema)
-    runs = sa.Table(runs_name, metadata, *(column(c, t) for c, t in RUN_COLUMNS), schema=schema)
-    return stage, runs
-
-
-def _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on_batch) -> int:
-    import sqlalchemy as sa
-
-    metadata = sa.MetaData()
-    stage_name = f"{name}__stage_{secrets.token_hex(4)}"
-    stage, runs_table = _sa_tables(metadata, schema, stage_name, name + "_runs")
-    preparer = conn.dialect.identifier_preparer
-    target = preparer.quote_schema(schema) + "." + preparer.quote(name) if schema else preparer.quote(name)
-    stage.create(conn)
-    loaded = 0
-    for batch in _segment_batches(con, batch_rows):
-        records = batch.to_pylist()
-        for start in range(0, len(records), INSERT_CHUNK_ROWS):
-            conn.execute(stage.insert(), records[start : start + INSERT_CHUNK_ROWS])
-        loaded += batch.num_rows
-        if on_batch:
-            on_batch(loaded)
-    conn.execute(sa.text(f"drop table if exists {target}"))
-    conn.execute(sa.text(f"alter table {preparer.format_table(stage)} rename to {preparer.quote(name)}"))
-    runs_table.create(conn, checkfirst=True)
-    conn.execute(runs_table.delete().where(runs_table.c.run_id.in_([r[0] for r in runs])))
-    if runs:
-        names = [c for c, _ in RUN_COLUMNS]
-        conn.execute(runs_table.insert(), [dict(zip(names, (*r, published_at))) for r in runs])
     return loaded
