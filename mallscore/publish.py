@@ -178,6 +178,7 @@ class _Source:
     run_ids: list[str]  # runs with rows in segments
     run_id: str | None  # the latest run whose result segments holds
     runs: list[tuple]  # scoring_runs rows to publish (run_ids and run_id)
+    archive: bool  # the warehouse keeps replaced and removed rows in segment_archive
     feed: bool  # the warehouse has a segment_changes feed
 
     @property
@@ -203,12 +204,23 @@ def _read_source(con: duckdb.DuckDBPyConnection) -> _Source:
         f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id",
         {"ids": sorted(set(run_ids) | ({run_id} if run_id else set()))},
     ).fetchall()
-    feed = bool(
-        con.execute(
-            "select count(*) from duckdb_tables() where schema_name = 'main' and table_name = 'segment_changes'"
-        ).fetchall()[0][0]
+    tables = {
+        r[0]
+        for r in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'main' "
+            "and table_name in ('segment_archive', 'segment_changes')"
+        ).fetchall()
+    }
+    return _Source(
+        segment_columns,
+        run_columns,
+        rows,
+        run_ids,
+        run_id,
+        runs,
+        "segment_archive" in tables,
+        "segment_changes" in tables,
     )
-    return _Source(segment_columns, run_columns, rows, run_ids, run_id, runs, feed)
 
 
 def _quote(name: str) -> str:
@@ -355,19 +367,18 @@ class _Publication:
         reason = None
         if not exists:
             mode, reason = "full", "new table"
-            self._create_and_load()
+            count = self._create_and_load()
         else:
             self._check_columns(inspector)
             reason = "--full" if full else self._why_not_incremental(held)
             mode = "full" if reason else "incremental"
             if mode == "incremental":
-                self._incremental(held)
-                if self._count() != self.source.rows:  # rows changed behind our back: rewrite them all
+                count = self._incremental(held)
+                if count != self.source.rows:  # rows changed behind our back: rewrite them all
                     mode, reason = "full", f"the target did not hold run {held[0]} exactly"
                     self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
             if mode == "full":
-                self._rewrite()
-        count = self._count()
+                count = self._rewrite()
         if count != self.source.rows:
             raise InputMissingError(
                 f"segments changed while publishing ({self.source.rows} rows counted, {count} in the target); "
@@ -431,14 +442,14 @@ class _Publication:
                 "add them or publish to another table"
             )
 
-    def _create_and_load(self) -> None:
+    def _create_and_load(self) -> int:
         """First publish: a new table nobody else can see before commit, bulk-loaded, key built after."""
         import sqlalchemy as sa
 
         if not self.copy:
             self.target.create(self.conn)
-            self._load(self.target, self._segments())
-            return
+            self.stats["inserted"] = self._load(self.target, self._segments())
+            return self.stats["inserted"]
         bare = _sa_table(sa.MetaData(), self.schema, self.name, self.source.segment_columns, key=False)
         bare.create(self.conn)
         self.stats["inserted"] = self._load(bare, self._segments())
@@ -449,14 +460,16 @@ class _Publication:
             f"primary key ({keys})"
         )
         self.conn.exec_driver_sql(f"analyze {preparer.format_table(bare)}")
+        return self.stats["inserted"]
 
-    def _rewrite(self) -> None:
+    def _rewrite(self) -> int:
         """Full publish into the live table: delete every row, load every row (row changes only)."""
         self.stats["deleted"] = self.conn.execute(self.target.delete()).rowcount
         self.stats["inserted"] = self._load(self.target, self._segments())
+        return self.stats["inserted"]
 
-    def _incremental(self, held) -> None:
-        """Upsert the rows scored after the held run; delete customers no longer in segments."""
+    def _incremental(self, held) -> int:
+        """Upsert the rows scored after the held run, delete customers no longer in segments; returns the row count."""
         import sqlalchemy as sa
 
         where = (
@@ -476,19 +489,37 @@ class _Publication:
             self.conn.execute(target.insert().from_select(names, fresh))
             self.stats["inserted"] = staged - self.stats["updated"]  # staged keys are unique (segments' key)
         self._drop(stage)
-        if self._count() > self.source.rows:
-            self._delete_missing()
+        count = self._count()
+        if count > self.source.rows and self.source.archive:
+            # a run removes a customer by moving its row to segment_archive: history, but no current segment
+            keys = ", ".join(_quote(k) for k in self.source.keys)
+            removed = (
+                f"select distinct {keys} from segment_archive as a where not exists "
+                f"(select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
+            )
+            count -= self._delete_keys(removed, listed=True)
+        if count > self.source.rows:  # removed some other way: compare every key
+            count -= self._delete_keys(self._query(columns=self._key_columns()), listed=False)
+        return count
 
-    def _delete_missing(self) -> None:
-        """Delete the target's customers that are not in segments (compared by key)."""
+    def _key_columns(self) -> list[Column]:
+        return [c for c in self.source.segment_columns if c.key]
+
+    def _key_match(self, left: str, right: str) -> str:
+        return " and ".join(f"{left}.{_quote(k)} = {right}.{_quote(k)}" for k in self.source.keys)
+
+    def _delete_keys(self, query: str, *, listed: bool) -> int:
+        """Delete the target rows whose key ``query`` lists (``listed``) or does not list; returns how many."""
         import sqlalchemy as sa
 
-        key_columns = [c for c in self.source.segment_columns if c.key]
-        keys = self._temp_table("keys", key_columns)
-        self._load(keys, self._segments(columns=key_columns), report=False)
-        match = sa.and_(*(self.target.c[c.name] == keys.c[c.name] for c in key_columns))
-        self.stats["deleted"] = self.conn.execute(self.target.delete().where(~sa.exists().where(match))).rowcount
+        keys = self._temp_table("keys", self._key_columns())
+        self._load(keys, _batches(self.con, query, None, self.batch_rows), report=False)
+        match = sa.and_(*(self.target.c[k] == keys.c[k] for k in self.source.keys))
+        found = sa.exists().where(match)
+        deleted = self.conn.execute(self.target.delete().where(found if listed else ~found)).rowcount
         self._drop(keys)
+        self.stats["deleted"] += deleted
+        return deleted
 
     def _record_runs(self, published_at: datetime) -> None:
         runs = self.runs
@@ -521,10 +552,13 @@ class _Publication:
         table.drop(self.conn)
         self.metadata.remove(table)
 
-    def _segments(self, where: str = "", params: dict | None = None, columns: list[Column] | None = None):
+    def _query(self, where: str = "", columns: list[Column] | None = None) -> str:
         names = ", ".join(_quote(c.name) for c in columns or self.source.segment_columns)
         keys = ", ".join(_quote(k) for k in self.source.keys)
-        return _batches(self.con, f"select {names} from segments {where} order by {keys}", params, self.batch_rows)
+        return f"select {names} from segments {where} order by {keys}"
+
+    def _segments(self, where: str = "", params: dict | None = None):
+        return _batches(self.con, self._query(where), params, self.batch_rows)
 
     def _load(self, table, batches: Iterator[pa.RecordBatch], report: bool = True) -> int:
         """Bulk-load Arrow batches into ``table`` (COPY on PostgreSQL, chunked inserts elsewhere)."""

@@ -50,16 +50,16 @@ def _pg_rows(server, table):
 
 
 def _next_run(settings, run_id, *, new=0, changed=0, removed=0):
-    """What a nightly run does to segments: score new customers, rescore changed ones, drop removed ones."""
+    """What a nightly run does to segments: score new customers, rescore changed ones, archive removed ones."""
     con = duckdb.connect(str(settings.warehouse))
     try:
         params = {"run": run_id, "at": "2026-11-28 01:00:00"}
         top = con.execute("select max(customer_id) from segments").fetchall()[0][0]
+        removed_ids = "(select customer_id from segments order by customer_id limit $n)"
         con.execute(
-            "delete from segments where customer_id in "
-            "(select customer_id from segments order by customer_id limit $n)",
-            {"n": removed},
+            f"insert into segment_archive select * from segments where customer_id in {removed_ids}", {"n": removed}
         )
+        con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed})
         con.execute(
             """
             update segments set segment = case segment when 'gold' then 'bronze' else 'gold' end,
