@@ -57,7 +57,7 @@ from mallscore.database import (
     scrub,
     split_table_name,
 )
-from mallscore.errors import EXIT_UNEXPECTED, ConfigError, InputMissingError, MallscoreError
+from mallscore.errors import EXIT_UNEXPECTED, BadInputError, ConfigError, InputMissingError, MallscoreError
 from mallscore.settings import DEFAULT_PUBLISH_TABLE, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_TABLE = DEFAULT_PUBLISH_TABLE
 BATCH_ROWS = 100_000
 INSERT_CHUNK_ROWS = 10_000
+# A full publish writes only the rows that differ, unless more than this share differs: then it rewrites all.
+REWRITE_SHARE = 0.25
 # Columns the runs table has beyond scoring_runs': when the rows were published, and the run the target holds.
 RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"), ("is_current", "BOOLEAN"))
 # Runs that ended without changing segments; any other status may have written rows.
@@ -191,7 +193,13 @@ def _read_source(con: duckdb.DuckDBPyConnection) -> _Source:
     if not any(c.key for c in segment_columns):
         raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
     run_columns = warehouse_columns(con, "scoring_runs")
-    rows = int(con.execute("select count(*) from segments").fetchall()[0][0])
+    keys = ", ".join(_quote(c.name) for c in segment_columns if c.key)
+    rows, distinct = con.execute(f"select count(*), count(distinct ({keys})) from segments").fetchall()[0]
+    if rows != distinct:
+        raise BadInputError(
+            f"segments violates its key constraint: {rows - distinct} duplicated {keys.replace(chr(34), '')} "
+            "value(s); nothing was published"
+        )
     run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
     latest = con.execute(
         "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
@@ -351,6 +359,10 @@ class _Publication:
         self.conn.execute(
             sa.text("select set_config('lock_timeout', :v, true)"), {"v": f"{int(max(lock_timeout, 0.001) * 1000)}ms"}
         )
+        # the incremental statements join a small staging table to the target: probe its key (SSD-like costs)
+        # rather than scan it; hash joins of whole tables (the key comparison) get memory to stay in one pass
+        self.conn.exec_driver_sql("set local random_page_cost = 1.1")
+        self.conn.exec_driver_sql("set local work_mem = '64MB'")
         self.conn.execute(
             sa.text("select pg_advisory_xact_lock(hashtext(:k))"),
             {"k": f"mallscore.publish:{_qualified(self.schema, self.name)}"},
@@ -376,7 +388,6 @@ class _Publication:
                 count = self._incremental(held)
                 if count != self.source.rows:  # rows changed behind our back: rewrite them all
                     mode, reason = "full", f"the target did not hold run {held[0]} exactly"
-                    self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
             if mode == "full":
                 count = self._rewrite()
         if count != self.source.rows:
@@ -463,32 +474,110 @@ class _Publication:
         return self.stats["inserted"]
 
     def _rewrite(self) -> int:
-        """Full publish into the live table: delete every row, load every row (row changes only)."""
-        self.stats["deleted"] = self.conn.execute(self.target.delete()).rowcount
-        self.stats["inserted"] = self._load(self.target, self._segments())
-        return self.stats["inserted"]
+        """Full publish into the live table (row changes only): write the rows that differ, or all of them."""
+        if self.copy:
+            count = self._write_differences()
+            if count is not None:
+                return count
+        self.stats["deleted"] += self.conn.execute(self.target.delete()).rowcount
+        inserted = self._load(self.target, self._segments())
+        self.stats["inserted"] += inserted
+        return inserted
+
+    def _write_differences(self) -> int | None:
+        """Compare every row of the target with segments (in DuckDB) and write only the differences.
+
+        The target's rows are read with ``COPY ... TO STDOUT (FORMAT csv)``
+        into a temporary file and joined with ``segments`` in DuckDB. Returns
+        the target's row count after, or None (nothing written) when more than
+        :data:`REWRITE_SHARE` of the rows differ or the rows cannot be read
+        back exactly: deleting and re-loading every row is cheaper then.
+        """
+        import pyarrow.compute as pc
+
+        differences = self._differences()
+        if differences is None:
+            return None
+        rows_before, changed = differences
+        before = dict(self.stats)
+        if changed is not None:
+            gone = changed.column("gone")
+            upserts = changed.filter(pc.invert(gone)).drop_columns(["gone", "gone_key"])
+            if upserts.num_rows:
+                self._upsert(iter(upserts.to_batches(self.batch_rows)))
+            removed = changed.filter(gone).select(["gone_key"]).rename_columns(self.source.keys)
+            if removed.num_rows:
+                self._delete_keys(iter(removed.to_batches(self.batch_rows)), listed=True)
+        return rows_before + self.stats["inserted"] - before["inserted"] - (self.stats["deleted"] - before["deleted"])
+
+    def _differences(self):
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        from psycopg import sql
+
+        names = [c.name for c in self.source.segment_columns]
+        key = self.source.keys[0]
+        if len(self.source.keys) != 1:
+            return None
+        cursor = self.con.cursor()
+        try:
+            schema = cursor.sql(self._query() + " limit 0").to_arrow_reader(1).schema
+        finally:
+            cursor.close()
+        pg = self.conn.connection.driver_connection
+        target = sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
+        columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        with tempfile.TemporaryFile() as spool, pg.cursor() as cur:
+            cur.execute("set local datestyle = 'ISO, YMD'")
+            cur.execute("set local extra_float_digits = 1")  # shortest text that reads back to the same double
+            with cur.copy(sql.SQL("copy (select {} from {}) to stdout (format csv)").format(columns, target)) as copy:
+                for chunk in copy:
+                    spool.write(chunk)
+            spool.seek(0)
+            reader = pacsv.open_csv(
+                spool,
+                read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=schema,
+                    true_values=["t"],
+                    false_values=["f"],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            counted = _Counted(reader)
+            differs = " or ".join(f"s.{_quote(n)} is distinct from t.{_quote(n)}" for n in names if n != key)
+            query = (
+                f"select {', '.join('s.' + _quote(n) for n in names)}, s.{_quote(key)} is null as gone, "
+                f"t.{_quote(key)} as gone_key from segments as s full outer join mallscore_target_rows as t "
+                f"on s.{_quote(key)} = t.{_quote(key)} where s.{_quote(key)} is null or t.{_quote(key)} is null "
+                f"or {differs}"
+            )
+            cursor = self.con.cursor()
+            try:
+                cursor.register("mallscore_target_rows", counted.reader())
+                limit = self.source.rows * REWRITE_SHARE
+                batches, found = [], 0
+                for batch in cursor.sql(query).to_arrow_reader(self.batch_rows):
+                    batches.append(batch)
+                    found += batch.num_rows
+                    if found > limit:
+                        return None
+            except (pa.ArrowInvalid, duckdb.Error):  # a value that does not read back exactly: rewrite all rows
+                return None
+            finally:
+                cursor.close()
+        return counted.rows, pa.Table.from_batches(batches) if batches else None
 
     def _incremental(self, held) -> int:
         """Upsert the rows scored after the held run, delete customers no longer in segments; returns the row count."""
-        import sqlalchemy as sa
-
         where = (
             "where not exists (select 1 from scoring_runs as r where r.run_id = segments.run_id "
             "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
         )
-        params = {"started": held[1], "run": held[0]}
-        stage = self._temp_table("stage", self.source.segment_columns)
-        staged = self._load(stage, self._segments(where, params))
-        if staged:
-            target, keys = self.target, self.source.keys
-            match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
-            values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
-            self.stats["updated"] = self.conn.execute(target.update().where(match).values(values)).rowcount
-            names = [c.name for c in target.columns]
-            fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
-            self.conn.execute(target.insert().from_select(names, fresh))
-            self.stats["inserted"] = staged - self.stats["updated"]  # staged keys are unique (segments' key)
-        self._drop(stage)
+        self._upsert(self._segments(where, {"started": held[1], "run": held[0]}))
         count = self._count()
         if count > self.source.rows and self.source.archive:
             # a run removes a customer by moving its row to segment_archive: history, but no current segment
@@ -497,10 +586,29 @@ class _Publication:
                 f"select distinct {keys} from segment_archive as a where not exists "
                 f"(select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
             )
-            count -= self._delete_keys(removed, listed=True)
+            count -= self._delete_keys(_batches(self.con, removed, None, self.batch_rows), listed=True)
         if count > self.source.rows:  # removed some other way: compare every key
-            count -= self._delete_keys(self._query(columns=self._key_columns()), listed=False)
+            every_key = self._query(columns=self._key_columns())
+            count -= self._delete_keys(_batches(self.con, every_key, None, self.batch_rows), listed=False)
         return count
+
+    def _upsert(self, batches) -> None:
+        """Load rows into a staging table, then update the target's rows with their keys and insert the others."""
+        import sqlalchemy as sa
+
+        stage = self._temp_table("stage", self.source.segment_columns)
+        staged = self._load(stage, batches)
+        if staged:
+            target, keys = self.target, self.source.keys
+            match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
+            values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
+            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
+            names = [c.name for c in target.columns]
+            fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
+            self.conn.execute(target.insert().from_select(names, fresh))
+            self.stats["updated"] += updated
+            self.stats["inserted"] += staged - updated  # staged keys are unique (segments' key)
+        self._drop(stage)
 
     def _key_columns(self) -> list[Column]:
         return [c for c in self.source.segment_columns if c.key]
@@ -508,12 +616,12 @@ class _Publication:
     def _key_match(self, left: str, right: str) -> str:
         return " and ".join(f"{left}.{_quote(k)} = {right}.{_quote(k)}" for k in self.source.keys)
 
-    def _delete_keys(self, query: str, *, listed: bool) -> int:
-        """Delete the target rows whose key ``query`` lists (``listed``) or does not list; returns how many."""
+    def _delete_keys(self, batches, *, listed: bool) -> int:
+        """Delete the target rows whose key ``batches`` lists (``listed``) or does not list; returns how many."""
         import sqlalchemy as sa
 
         keys = self._temp_table("keys", self._key_columns())
-        self._load(keys, _batches(self.con, query, None, self.batch_rows), report=False)
+        self._load(keys, batches, report=False)
         match = sa.and_(*(self.target.c[k] == keys.c[k] for k in self.source.keys))
         found = sa.exists().where(match)
         deleted = self.conn.execute(self.target.delete().where(found if listed else ~found)).rowcount
@@ -593,6 +701,23 @@ def append_change_feed(publication: _Publication, held: tuple[str, datetime] | N
     if not publication.source.feed:
         return None
     return None
+
+
+class _Counted:
+    """Wraps a RecordBatchReader and counts the rows that pass through it."""
+
+    def __init__(self, reader) -> None:
+        self.source, self.rows = reader, 0
+
+    def _batches(self):
+        for batch in self.source:
+            self.rows += batch.num_rows
+            yield batch
+
+    def reader(self):
+        import pyarrow as pa
+
+        return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
 
 
 def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, batch_rows: int):

@@ -211,8 +211,26 @@ def test_full_publish_equals_incremental(tmp_path, pg_server):
 
     assert full.exit_code == 0, full.output
     out = json.loads(full.stdout)
-    assert (out["mode"], out["reason"], out["deleted"], out["inserted"]) == ("full", "--full", 1500, 1510)
-    assert incremental["mode"] == "incremental"
+    # every row compared, only the differences written
+    assert (out["mode"], out["reason"], out["inserted"], out["updated"], out["deleted"]) == (
+        "full",
+        "--full",
+        25,
+        60,
+        15,
+    )
+    assert (incremental["mode"], incremental["rows_written"]) == ("incremental", 100)
+    assert _pg_rows(pg_server, "seg_a") == _pg_rows(pg_server, "seg_b") == _duck_rows(settings)
+
+    con = duckdb.connect(str(settings.warehouse))  # a new model rescores everyone: most rows differ
+    fill_segments(con, "R20261129T010000Z-cccccc", model_version="m3")
+    con.execute("update scoring_runs set started_at = timestamp '2026-11-29 01:00:00' where run_id like 'R20261129%'")
+    con.close()
+    incremental = publish_segments(settings, pg_server.url(), "seg_a")
+    full = publish_segments(settings, pg_server.url(), "seg_b", full=True)
+    assert (full["inserted"], full["updated"], full["deleted"]) == (1500, 0, 1510)  # rewritten: delete + COPY
+    # the 15 archived customers come back, the 25 added by hand (never archived) go: found by comparing keys
+    assert (incremental["inserted"], incremental["updated"], incremental["deleted"]) == (15, 1485, 25)
     assert _pg_rows(pg_server, "seg_a") == _pg_rows(pg_server, "seg_b") == _duck_rows(settings)
 
 
@@ -222,11 +240,16 @@ def test_target_changed_behind_mallscores_back_is_rewritten(tmp_path, pg_server)
     publish_segments(settings, pg_server.url(), "seg_drift")
     with _pg(pg_server) as c:
         c.execute("delete from seg_drift where customer_id <= 10")
+        c.execute(
+            "update seg_drift set segment = 'edited', p_high_spender = p_high_spender + 1e-15 where customer_id = 40"
+        )
     _next_run(settings, "R20261128T010000Z-bbbbbb", changed=5)
 
     result = publish_segments(settings, pg_server.url(), "seg_drift")
 
     assert result["mode"] == "full" and "did not hold run R20261127T010000Z-aaaaaa" in result["reason"]
+    # customers 3 and 10 are among the 5 rescored: written by the incremental step, the rest by the comparison
+    assert (result["inserted"], result["updated"], result["deleted"]) == (10, 4, 0)
     _assert_target_equals_segments(settings, pg_server, "seg_drift")
 
 
