@@ -193,13 +193,7 @@ def _read_source(con: duckdb.DuckDBPyConnection) -> _Source:
     if not any(c.key for c in segment_columns):
         raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
     run_columns = warehouse_columns(con, "scoring_runs")
-    keys = ", ".join(_quote(c.name) for c in segment_columns if c.key)
-    rows, distinct = con.execute(f"select count(*), count(distinct ({keys})) from segments").fetchall()[0]
-    if rows != distinct:
-        raise BadInputError(
-            f"segments violates its key constraint: {rows - distinct} duplicated {keys.replace(chr(34), '')} "
-            "value(s); nothing was published"
-        )
+    rows = con.execute("select count(*) from segments").fetchall()[0][0]
     run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
     latest = con.execute(
         "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
@@ -386,11 +380,12 @@ class _Publication:
             mode = "full" if reason else "incremental"
             if mode == "incremental":
                 count = self._incremental(held)
-                if count != self.source.rows:  # rows changed behind our back: rewrite them all
+                if count != self.source.rows:  # rows changed behind our back: compare every row
                     mode, reason = "full", f"the target did not hold run {held[0]} exactly"
             if mode == "full":
                 count = self._rewrite()
         if count != self.source.rows:
+            self._check_unique_keys()
             raise InputMissingError(
                 f"segments changed while publishing ({self.source.rows} rows counted, {count} in the target); "
                 "nothing was published"
@@ -405,6 +400,16 @@ class _Publication:
             **self.stats,
             "changes_appended": changes,
         }
+
+    def _check_unique_keys(self) -> None:
+        """BadInputError (65) when segments holds a key twice (a target without the key would take it)."""
+        keys = ", ".join(_quote(k) for k in self.source.keys)
+        rows, distinct = self.con.execute(f"select count(*), count(distinct ({keys})) from segments").fetchall()[0]
+        if rows != distinct:
+            raise BadInputError(
+                f"segments violates its key constraint: {rows - distinct} duplicated {', '.join(self.source.keys)} "
+                "value(s); nothing was published"
+            )
 
     def _held_run(self, inspector) -> tuple[str, datetime] | None:
         """The run the target holds (``is_current`` in the runs table), with its start time."""
@@ -668,15 +673,18 @@ class _Publication:
     def _segments(self, where: str = "", params: dict | None = None):
         return _batches(self.con, self._query(where), params, self.batch_rows)
 
-    def _load(self, table, batches: Iterator[pa.RecordBatch], report: bool = True) -> int:
-        """Bulk-load Arrow batches into ``table`` (COPY on PostgreSQL, chunked inserts elsewhere)."""
+    def _load(self, table, batches: Iterator[pa.RecordBatch], report: bool = True, binary: bool = True) -> int:
+        """Bulk-load Arrow batches into ``table`` (COPY on PostgreSQL, chunked inserts elsewhere).
+
+        ``binary=False`` sends CSV (for columns that may hold NULLs, which binary encoding refuses).
+        """
         hook = self.on_batch if report else None
         if self.copy:
             from psycopg import sql
 
             ident = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
             with self.conn.connection.driver_connection.cursor() as cur:
-                loaded = _copy_batches(cur, ident, batches, hook)
+                loaded = _copy_batches(cur, ident, batches, hook, binary=binary)
         else:
             loaded = 0
             for batch in batches:
@@ -692,15 +700,42 @@ class _Publication:
 
 
 def append_change_feed(publication: _Publication, held: tuple[str, datetime] | None) -> int | None:
-    """Hook: append the published runs' change-feed rows to ``<table>_changes``; None while no feed exists.
+    """Append the change feed of the runs this publish brings to ``<table>_changes``; None without a feed.
 
-    The warehouse's ``segment_changes`` feed is not part of this version; when
-    it is, this appends the feed rows of the runs after ``held`` (all runs when
-    the target held none) in the publication's transaction and returns how many.
+    Reads the warehouse's ``segment_changes`` (columns from its catalog, like
+    every published table) only when it exists. The runs appended are those
+    after ``held`` (every run when the target held none) whose rows are not in
+    ``<table>_changes`` yet, so the table grows by exactly each run's feed,
+    once, in the publication's transaction. Returns the rows appended.
     """
+    import sqlalchemy as sa
+
     if not publication.source.feed:
         return None
-    return None
+    pub, con = publication, publication.con
+    columns = [Column(c.name, c.duck_type, c.nullable, False) for c in warehouse_columns(con, "segment_changes")]
+    changes = _sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
+    if not sa.inspect(pub.conn).has_table(changes.name, schema=pub.schema):
+        changes.create(pub.conn)
+        sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
+    later = ""
+    params: dict = {}
+    if held is not None:
+        later = (
+            "where not exists (select 1 from scoring_runs as r where r.run_id = segment_changes.run_id "
+            "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
+        )
+        params = {"started": held[1], "run": held[0]}
+    runs = [r[0] for r in con.execute(f"select distinct run_id from segment_changes {later}", params).fetchall()]
+    if not runs:
+        return 0
+    present = {r[0] for r in pub.conn.execute(sa.select(changes.c.run_id).where(changes.c.run_id.in_(runs)).distinct())}
+    wanted = sorted(set(runs) - present)
+    if not wanted:
+        return 0
+    names = ", ".join(_quote(c.name) for c in columns)
+    query = f"select {names} from segment_changes where list_contains($runs, run_id) order by run_id, customer_id"
+    return pub._load(changes, _batches(con, query, {"runs": wanted}, pub.batch_rows), report=False, binary=False)
 
 
 class _Counted:
@@ -729,8 +764,10 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, ba
         cursor.close()
 
 
-def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None) -> int:
-    """COPY Arrow batches into ``table``: binary format when every column encodes, else CSV; returns rows."""
+def _copy_batches(
+    cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None, *, binary: bool = True
+) -> int:
+    """COPY Arrow batches into ``table``: binary format when asked and every column encodes, else CSV; returns rows."""
     import pyarrow.csv as pacsv
     from psycopg import sql
     from psycopg.copy import QueuedLibpqWriter
@@ -741,7 +778,7 @@ def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: Batch
     first = next(batches, None)
     if first is None:
         return 0
-    binary = pgcopy.encodable(first.schema)
+    binary = binary and pgcopy.encodable(first.schema)
     names = pgcopy.column_order(first.schema) if binary else first.schema.names
     statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
         table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv")

@@ -281,6 +281,64 @@ def test_a_new_run_keeps_grants_and_run_rows(tmp_path, pg_server):
     assert runs == [("R20261127T010000Z-aaaaaa",), ("R20261128T010000Z-bbbbbb",)]
 
 
+FEED_TABLE = """
+create table segment_changes (
+    customer_id bigint not null, run_id varchar not null, change varchar not null, previous_segment varchar,
+    segment varchar not null, previous_p_high_spender double, p_high_spender double not null,
+    scored_at timestamp not null
+)
+"""
+
+
+def _record_feed(settings, run_id, first_id):
+    """The feed rows of ``run_id``, as the warehouse's change feed records them (new from ``first_id`` on)."""
+    con = duckdb.connect(str(settings.warehouse))
+    try:
+        con.execute(
+            """
+            insert into segment_changes
+            select customer_id, run_id, case when customer_id >= $first then 'new' else 'changed' end,
+                   case when customer_id >= $first then null else 'silver' end, segment,
+                   case when customer_id >= $first then null else 0.5 end, p_high_spender, scored_at
+            from segments where run_id = $run
+            """,
+            {"run": run_id, "first": first_id},
+        )
+    finally:
+        con.close()
+
+
+@pytest.mark.postgres
+def test_the_changes_table_grows_by_exactly_each_runs_feed(tmp_path, pg_server):
+    settings = warehouse_with_segments(tmp_path, 300)
+    con = duckdb.connect(str(settings.warehouse))
+    con.execute(FEED_TABLE)
+    con.close()
+    _record_feed(settings, "R20261127T010000Z-aaaaaa", 1)
+
+    first = publish_segments(settings, pg_server.url(), "seg_feed")
+    _next_run(settings, "R20261128T010000Z-bbbbbb", new=10, changed=20)
+    _record_feed(settings, "R20261128T010000Z-bbbbbb", 301)
+    second = publish_segments(settings, pg_server.url(), "seg_feed")
+    again = publish_segments(settings, pg_server.url(), "seg_feed", full=True)
+
+    assert (first["changes_appended"], second["changes_appended"], again["changes_appended"]) == (300, 30, 0)
+    with _pg(pg_server) as c:
+        published = c.execute("select * from seg_feed_changes order by run_id, customer_id").fetchall()
+        types = c.execute(
+            "select data_type from information_schema.columns where table_name = 'seg_feed_changes' "
+            "order by ordinal_position"
+        ).fetchall()
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    feed = con.execute("select * from segment_changes order by run_id, customer_id").fetchall()
+    con.close()
+    assert published == feed and len(feed) == 330
+    assert sum(r[3] is None for r in published) == 310  # NULLs (new customers) survive the trip
+    assert [t for (t,) in types] == ["bigint", "text", "text", "text", "text"] + ["double precision"] * 2 + [
+        "timestamp without time zone"
+    ]
+
+
 # --- readers: snapshots, held tables, pg_dump, failures ---------------------------------
 
 
