@@ -53,7 +53,8 @@ def _next_run(settings, run_id, *, new=0, changed=0, removed=0):
     """What a nightly run does to segments: score new customers, rescore changed ones, archive removed ones."""
     con = duckdb.connect(str(settings.warehouse))
     try:
-        params = {"run": run_id, "at": "2026-11-28 01:00:00"}
+        at = f"{run_id[1:5]}-{run_id[5:7]}-{run_id[7:9]} {run_id[10:12]}:{run_id[12:14]}:{run_id[14:16]}"
+        params = {"run": run_id, "at": at}  # runs start in run id order
         top = con.execute("select max(customer_id) from segments").fetchall()[0][0]
         removed_ids = "(select customer_id from segments order by customer_id limit $n)"
         con.execute(
@@ -172,7 +173,7 @@ def test_published_schema_is_derived_from_the_warehouse_catalog(tmp_path, pg_ser
 
 @pytest.mark.postgres
 def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_path, pg_server):
-    settings = warehouse_with_segments(tmp_path, 2000)
+    settings = warehouse_with_segments(tmp_path, 800)
     publish_segments(settings, pg_server.url(), "seg_incr")
     _next_run(settings, "R20261128T010000Z-bbbbbb", new=40, changed=100, removed=30)
 
@@ -186,7 +187,7 @@ def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_pat
         "R20261127T010000Z-aaaaaa",
     )
     assert (out["inserted"], out["updated"], out["deleted"], out["rows_written"]) == (40, 100, 30, 170)
-    assert out["table"] == "seg_incr" and out["rows"] == 2010
+    assert out["table"] == "seg_incr" and out["rows"] == 810
     _assert_target_equals_segments(settings, pg_server, "seg_incr")
     with _pg(pg_server) as c:
         runs = c.execute("select run_id, is_current from seg_incr_runs order by run_id").fetchall()
@@ -201,7 +202,7 @@ def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_pat
 
 @pytest.mark.postgres
 def test_full_publish_equals_incremental(tmp_path, pg_server):
-    settings = warehouse_with_segments(tmp_path, 1500)
+    settings = warehouse_with_segments(tmp_path, 700)
     publish_segments(settings, pg_server.url(), "seg_a")
     publish_segments(settings, pg_server.url(), "seg_b")
     _next_run(settings, "R20261128T010000Z-bbbbbb", new=25, changed=60, removed=15)
@@ -228,9 +229,9 @@ def test_full_publish_equals_incremental(tmp_path, pg_server):
     con.close()
     incremental = publish_segments(settings, pg_server.url(), "seg_a")
     full = publish_segments(settings, pg_server.url(), "seg_b", full=True)
-    assert (full["inserted"], full["updated"], full["deleted"]) == (1500, 0, 1510)  # rewritten: delete + COPY
+    assert (full["inserted"], full["updated"], full["deleted"]) == (700, 0, 710)  # rewritten: delete + COPY
     # the 15 archived customers come back, the 25 added by hand (never archived) go: found by comparing keys
-    assert (incremental["inserted"], incremental["updated"], incremental["deleted"]) == (15, 1485, 25)
+    assert (incremental["inserted"], incremental["updated"], incremental["deleted"]) == (15, 685, 25)
     assert _pg_rows(pg_server, "seg_a") == _pg_rows(pg_server, "seg_b") == _duck_rows(settings)
 
 
@@ -343,50 +344,63 @@ def test_the_changes_table_grows_by_exactly_each_runs_feed(tmp_path, pg_server):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("isolation", ["REPEATABLE_READ", "SERIALIZABLE"])
-@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
-def test_a_snapshot_taken_before_a_publish_keeps_the_whole_old_table(tmp_path, pg_server, isolation, full):
-    table = f"seg_snap_{isolation.lower()}_{int(full)}"
-    settings = warehouse_with_segments(tmp_path, 800)
+@pytest.mark.parametrize(
+    "isolation, mode",
+    [("REPEATABLE_READ", "incremental"), ("REPEATABLE_READ", "full"), ("SERIALIZABLE", "rewrite")],
+)
+def test_a_snapshot_taken_before_a_publish_keeps_the_whole_old_table(tmp_path, pg_server, isolation, mode):
+    """incremental: upserts; full: every row compared, differences written; rewrite: every row deleted, COPY."""
+    table = f"seg_snap_{mode}"
+    settings = warehouse_with_segments(tmp_path, 400)
     publish_segments(settings, pg_server.url(), table)
     before = _pg_rows(pg_server, table)
-    _next_run(settings, "R20261128T010000Z-bbbbbb", new=20, changed=50, removed=10)
+    if mode == "rewrite":  # a new model rescored everyone
+        con = duckdb.connect(str(settings.warehouse))
+        fill_segments(con, "R20261128T010000Z-bbbbbb", model_version="m2")
+        con.execute(
+            "update scoring_runs set started_at = timestamp '2026-11-28 01:00:00' where run_id like 'R20261128%'"
+        )
+        con.close()
+    else:
+        _next_run(settings, "R20261128T010000Z-bbbbbb", new=20, changed=50, removed=10)
     reader = psycopg.connect(pg_server.url())
     reader.isolation_level = getattr(psycopg.IsolationLevel, isolation)
     try:
         reader.execute("select 1").fetchall()  # the snapshot is taken here; the table is read only later
 
-        result = publish_segments(settings, pg_server.url(), table, full=full)
+        result = publish_segments(settings, pg_server.url(), table, full=mode != "incremental")
 
-        assert result["mode"] == ("full" if full else "incremental")
+        assert result["mode"] == ("incremental" if mode == "incremental" else "full")
+        assert (result["deleted"] == 400) == (mode == "rewrite")
         assert reader.execute(f'select * from "{table}" order by customer_id').fetchall() == before
-        assert reader.execute(f'select count(*) from "{table}_runs" where is_current').fetchall() == [(1,)]
+        assert reader.execute(f'select run_id from "{table}_runs" where is_current').fetchall() == [
+            ("R20261127T010000Z-aaaaaa",)
+        ]
     finally:
         reader.rollback()
         reader.close()
     _assert_target_equals_segments(settings, pg_server, table)  # a new reader sees the new rows
-    assert len(_pg_rows(pg_server, table)) == 810
+    assert len(_pg_rows(pg_server, table)) == (400 if mode == "rewrite" else 410)
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("mode", ["--incremental", "--full"])
-def test_a_reader_holding_the_table_does_not_block_a_publish(tmp_path, pg_server, mode):
-    table = "seg_busy" + mode.replace("-", "_")
+def test_a_reader_holding_the_table_does_not_block_a_publish(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 300)
-    publish_segments(settings, pg_server.url(), table)
-    _next_run(settings, "R20261128T010000Z-dddddd", new=5, changed=20, removed=5)
+    publish_segments(settings, pg_server.url(), "seg_busy")
     reader = psycopg.connect(pg_server.url())  # an open transaction that has read the table (ACCESS SHARE)
-    reader.execute(f"select count(*) from {table}").fetchall()
+    reader.execute("select count(*) from seg_busy").fetchall()
     try:
-        args = ["publish", "--to", pg_server.url(), "--table", table, "--lock-timeout", "0.5", "--json"]
-        result = _cli(settings, *args, *([mode] if mode == "--full" else []))
-        assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["mode"] == mode.strip("-")
-        assert reader.execute(f"select count(*) from {table}").fetchall() == [(300,)]
+        for day, mode in ((28, "incremental"), (29, "full")):
+            _next_run(settings, f"R202611{day}T010000Z-dddddd", new=5, changed=20, removed=5)
+            args = ["publish", "--to", pg_server.url(), "--table", "seg_busy", "--lock-timeout", "0.5", "--json"]
+            result = _cli(settings, *args, *(["--full"] if mode == "full" else []))
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["mode"] == mode
+            _assert_target_equals_segments(settings, pg_server, "seg_busy")
+        assert reader.execute("select count(*) from seg_busy").fetchall() == [(300,)]
     finally:
         reader.rollback()
         reader.close()
-    _assert_target_equals_segments(settings, pg_server, table)
 
 
 class _Blocker:
@@ -539,7 +553,7 @@ def test_bad_rows_in_segments_fail_at_the_key_and_publish_nothing(tmp_path, pg_s
 @pytest.mark.postgres
 def test_killed_publisher_leaves_the_old_table(tmp_path, pg_server):
     """SIGKILL the publish process after it rewrote every row, before commit: nothing changes."""
-    settings = warehouse_with_segments(tmp_path, 20_000)
+    settings = warehouse_with_segments(tmp_path, 3000)
     publish_segments(settings, pg_server.url(), "seg_kill")
     before = _pg_rows(pg_server, "seg_kill")
     con = duckdb.connect(str(settings.warehouse))
