@@ -74,19 +74,25 @@ def next_run(con, day: int, changed: int) -> None:
     new = removed = changed // 10
     rescored = changed - new - removed
     at = {"run": run_id, "day": day}
-    removed_ids = "(select customer_id from segments order by hash(customer_id, $day) limit $n)"  # as a run does:
+    # as a run does: the rows it replaces or removes move to segment_archive
+    removed_ids = "(select customer_id from segments order by hash(customer_id, $day) limit $n)"
     con.execute(
         f"insert into segment_archive select * from segments where customer_id in {removed_ids}",
         {"n": removed, "day": day},
     )
     con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed, "day": day})
+    rescored_ids = "(select customer_id from segments order by hash(customer_id, $day, 'rescore') limit $n)"
+    con.execute(
+        f"insert into segment_archive select * from segments where customer_id in {rescored_ids}",
+        {"n": rescored, "day": day},
+    )
     con.execute(
         """
         update segments set p_high_spender = 1 - p_high_spender, predicted_high_spender = not predicted_high_spender,
                segment = case segment when 'gold' then 'bronze' else 'gold' end, run_id = $run,
                scored_at = timestamp '2026-11-01 01:00:00' + to_days($day)
-        where customer_id in (select customer_id from segments order by hash(customer_id, $day, 'rescore') limit $n)
-        """,
+        where customer_id in """
+        + rescored_ids,
         {**at, "n": rescored},
     )
     con.execute(
