@@ -18,15 +18,20 @@ one transaction on the target that only deletes, updates and inserts rows:
    When it holds an earlier run of this warehouse the publish is
    *incremental*: the rows scored by later runs are loaded into a temporary
    staging table and applied with one UPDATE and one INSERT; customers no
-   longer in ``segments`` are deleted (found by comparing keys, only when the
-   row count says some are gone). Otherwise, or with ``full=True``, it is
-   *full*: delete every row, then load all of them. Into a table created by
-   this publish (invisible to everyone until commit) the load is a bare bulk
-   COPY with the key built afterwards.
+   longer in ``segments`` are deleted (those ``segment_archive`` holds but
+   ``segments`` does not, then by comparing every key if the row count says
+   others are gone). Otherwise, or with ``full=True``, it is *full*: on
+   PostgreSQL every row of the target is read back (``COPY ... TO``) and
+   compared with ``segments`` in DuckDB, and only the differences are written
+   the same way; when more than :data:`REWRITE_SHARE` of the rows differ (a new
+   model), and on other databases, every row is deleted and loaded again. Into
+   a table created by this publish (invisible to everyone until commit) the
+   load is a bare bulk COPY with the key built afterwards.
 4. The row count is checked against ``segments``; an incremental publish whose
-   result does not match (rows changed behind mallscore's back) falls back to a
-   full one in the same transaction. Then the run rows are upserted and the
-   transaction commits.
+   result does not match (rows changed behind mallscore's back) becomes a full
+   one in the same transaction. Then the run rows are upserted, the runs'
+   ``segment_changes`` rows appended to ``<table>_changes`` (when the warehouse
+   has that feed), and the transaction commits.
 
 Loads go through ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's
 Arrow batches encoded by :mod:`mallscore.pgcopy` on PostgreSQL, and chunked
@@ -37,9 +42,6 @@ rows stay intact and readable.
 
 from __future__ import annotations
 
-import io
-import itertools
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,11 +60,11 @@ from mallscore.database import (
     split_table_name,
 )
 from mallscore.errors import EXIT_UNEXPECTED, BadInputError, ConfigError, InputMissingError, MallscoreError
+from mallscore.published_schema import Column, sa_table, warehouse_columns
 from mallscore.settings import DEFAULT_PUBLISH_TABLE, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
-    import sqlalchemy as sa
 
 DEFAULT_TABLE = DEFAULT_PUBLISH_TABLE
 BATCH_ROWS = 100_000
@@ -75,99 +77,6 @@ RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"),
 _NOT_WRITTEN = ("running", "failed", "abandoned")
 
 BatchHook = Callable[[int], None]
-
-
-# --- the published schema: derived from the warehouse's catalog -----------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of a warehouse relation as its catalog describes it."""
-
-    name: str
-    duck_type: str
-    nullable: bool
-    key: bool
-
-
-_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*(\d+)\)$")
-
-
-def column_type(duck_type: str, key: bool = False) -> sa.types.TypeEngine:
-    """The one mapping of a DuckDB column type to a SQLAlchemy type (PostgreSQL and every generic target).
-
-    PostgreSQL renders these as bigint, integer, double precision, boolean,
-    text, timestamp (without time zone), date, numeric(p, s). A text key is
-    ``VARCHAR(255)`` on MySQL/MariaDB, which cannot index unbounded text.
-    """
-    import sqlalchemy as sa
-
-    simple = {
-        "BIGINT": sa.BigInteger,
-        "INTEGER": sa.Integer,
-        "SMALLINT": sa.SmallInteger,
-        "DOUBLE": sa.Double,
-        "FLOAT": sa.Float,
-        "BOOLEAN": sa.Boolean,
-        "DATE": sa.Date,
-        "TIMESTAMP": sa.DateTime,
-    }
-    upper = duck_type.upper()
-    if upper in simple:
-        return simple[upper]()
-    if upper == "VARCHAR":
-        return sa.Text().with_variant(sa.String(255), "mysql", "mariadb") if key else sa.Text()
-    if upper == "TIMESTAMP WITH TIME ZONE":
-        return sa.DateTime(timezone=True)
-    match = _DECIMAL.match(upper)
-    if match:
-        return sa.Numeric(int(match.group(1)), int(match.group(2)))
-    raise ConfigError(f"cannot publish a column of DuckDB type {duck_type}: no mapping to the target database")
-
-
-def warehouse_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[Column]:
-    """The columns of ``relation`` in catalog order; the key is its primary key or its ``-- unique_key:`` mark."""
-    from mallscore.warehouse import sql_files
-
-    rows = con.execute(
-        "select column_name, data_type, is_nullable from duckdb_columns() "
-        "where schema_name = 'main' and table_name = $t order by column_index",
-        {"t": relation},
-    ).fetchall()
-    if not rows:
-        raise ConfigError(f"the warehouse has no {relation} table; build it first (`mallscore features`)")
-    primary = con.execute(
-        "select constraint_column_names from duckdb_constraints() "
-        "where schema_name = 'main' and table_name = $t and constraint_type = 'PRIMARY KEY'",
-        {"t": relation},
-    ).fetchall()
-    if primary:
-        keys = set(primary[0][0])
-    else:
-        marked = [f.unique_key for f in sql_files() if f.relation == relation and f.unique_key]
-        keys = set(marked)
-    return [Column(name, dtype, bool(nullable) and name not in keys, name in keys) for name, dtype, nullable in rows]
-
-
-def _sa_table(metadata, schema: str | None, name: str, columns: list[Column], *, key: bool = True, temp=False):
-    import sqlalchemy as sa
-
-    return sa.Table(
-        name,
-        metadata,
-        *(
-            sa.Column(
-                c.name,
-                column_type(c.duck_type, c.key),
-                nullable=c.nullable,
-                primary_key=key and c.key,
-                autoincrement=False,
-            )
-            for c in columns
-        ),
-        schema=schema,
-        prefixes=["TEMPORARY"] if temp else [],
-    )
 
 
 @dataclass
@@ -339,9 +248,9 @@ class _Publication:
         self.schema, self.name, self.copy = schema, name, copy
         self.batch_rows, self.on_batch = batch_rows, on_batch
         self.metadata = sa.MetaData()
-        self.target = _sa_table(self.metadata, schema, name, source.segment_columns)
+        self.target = sa_table(self.metadata, schema, name, source.segment_columns)
         run_columns = source.run_columns + [Column(c, t, True, False) for c, t in RUN_EXTRA_COLUMNS]
-        self.runs = _sa_table(self.metadata, schema, name + "_runs", run_columns)
+        self.runs = sa_table(self.metadata, schema, name + "_runs", run_columns)
         self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
 
     # -- steps
@@ -466,7 +375,7 @@ class _Publication:
             self.target.create(self.conn)
             self.stats["inserted"] = self._load(self.target, self._segments())
             return self.stats["inserted"]
-        bare = _sa_table(sa.MetaData(), self.schema, self.name, self.source.segment_columns, key=False)
+        bare = sa_table(sa.MetaData(), self.schema, self.name, self.source.segment_columns, key=False)
         bare.create(self.conn)
         self.stats["inserted"] = self._load(bare, self._segments())
         preparer = self.conn.dialect.identifier_preparer
@@ -516,11 +425,10 @@ class _Publication:
         return rows_before + self.stats["inserted"] - before["inserted"] - (self.stats["deleted"] - before["deleted"])
 
     def _differences(self):
-        import tempfile
-
         import pyarrow as pa
-        import pyarrow.csv as pacsv
         from psycopg import sql
+
+        from mallscore import pgcopy
 
         names = [c.name for c in self.source.segment_columns]
         key = self.source.keys[0]
@@ -531,38 +439,22 @@ class _Publication:
             schema = cursor.sql(self._query() + " limit 0").to_arrow_reader(1).schema
         finally:
             cursor.close()
-        pg = self.conn.connection.driver_connection
         target = sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
-        columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-        with tempfile.TemporaryFile() as spool, pg.cursor() as cur:
-            cur.execute("set local datestyle = 'ISO, YMD'")
-            cur.execute("set local extra_float_digits = 1")  # shortest text that reads back to the same double
-            with cur.copy(sql.SQL("copy (select {} from {}) to stdout (format csv)").format(columns, target)) as copy:
-                for chunk in copy:
-                    spool.write(chunk)
-            spool.seek(0)
-            reader = pacsv.open_csv(
-                spool,
-                read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=schema,
-                    true_values=["t"],
-                    false_values=["f"],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-            counted = _Counted(reader)
-            differs = " or ".join(f"s.{_quote(n)} is distinct from t.{_quote(n)}" for n in names if n != key)
-            query = (
-                f"select {', '.join('s.' + _quote(n) for n in names)}, s.{_quote(key)} is null as gone, "
-                f"t.{_quote(key)} as gone_key from segments as s full outer join mallscore_target_rows as t "
-                f"on s.{_quote(key)} = t.{_quote(key)} where s.{_quote(key)} is null or t.{_quote(key)} is null "
-                f"or {differs}"
-            )
+        select = sql.SQL("select {} from {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names), target)
+        differs = " or ".join(f"s.{_quote(n)} is distinct from t.{_quote(n)}" for n in names if n != key)
+        query = (
+            f"select {', '.join('s.' + _quote(n) for n in names)}, s.{_quote(key)} is null as gone, "
+            f"t.{_quote(key)} as gone_key from segments as s full outer join mallscore_target_rows as t "
+            f"on s.{_quote(key)} = t.{_quote(key)} where s.{_quote(key)} is null or t.{_quote(key)} is null "
+            f"or {differs}"
+        )
+        with (
+            self.conn.connection.driver_connection.cursor() as cur,
+            pgcopy.copy_out(cur, select, schema) as target_rows,
+        ):
             cursor = self.con.cursor()
             try:
-                cursor.register("mallscore_target_rows", counted.reader())
+                cursor.register("mallscore_target_rows", target_rows.reader())
                 limit = self.source.rows * REWRITE_SHARE
                 batches, found = [], 0
                 for batch in cursor.sql(query).to_arrow_reader(self.batch_rows):
@@ -574,7 +466,7 @@ class _Publication:
                 return None
             finally:
                 cursor.close()
-        return counted.rows, pa.Table.from_batches(batches) if batches else None
+        return target_rows.rows, pa.Table.from_batches(batches) if batches else None
 
     def _incremental(self, held) -> int:
         """Upsert the rows scored after the held run, delete customers no longer in segments; returns the row count."""
@@ -657,7 +549,7 @@ class _Publication:
         return int(self.conn.execute(sa.select(sa.func.count()).select_from(self.target)).scalar_one())
 
     def _temp_table(self, suffix: str, columns: list[Column]):
-        table = _sa_table(self.metadata, None, f"mallscore_publish_{suffix}", columns, key=False, temp=True)
+        table = sa_table(self.metadata, None, f"mallscore_publish_{suffix}", columns, key=False, temp=True)
         table.create(self.conn)
         return table
 
@@ -682,9 +574,11 @@ class _Publication:
         if self.copy:
             from psycopg import sql
 
+            from mallscore import pgcopy
+
             ident = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
             with self.conn.connection.driver_connection.cursor() as cur:
-                loaded = _copy_batches(cur, ident, batches, hook, binary=binary)
+                loaded = pgcopy.copy_in(cur, ident, batches, hook, binary=binary)
         else:
             loaded = 0
             for batch in batches:
@@ -714,7 +608,7 @@ def append_change_feed(publication: _Publication, held: tuple[str, datetime] | N
         return None
     pub, con = publication, publication.con
     columns = [Column(c.name, c.duck_type, c.nullable, False) for c in warehouse_columns(con, "segment_changes")]
-    changes = _sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
+    changes = sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
     if not sa.inspect(pub.conn).has_table(changes.name, schema=pub.schema):
         changes.create(pub.conn)
         sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
@@ -738,23 +632,6 @@ def append_change_feed(publication: _Publication, held: tuple[str, datetime] | N
     return pub._load(changes, _batches(con, query, {"runs": wanted}, pub.batch_rows), report=False, binary=False)
 
 
-class _Counted:
-    """Wraps a RecordBatchReader and counts the rows that pass through it."""
-
-    def __init__(self, reader) -> None:
-        self.source, self.rows = reader, 0
-
-    def _batches(self):
-        for batch in self.source:
-            self.rows += batch.num_rows
-            yield batch
-
-    def reader(self):
-        import pyarrow as pa
-
-        return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
-
-
 def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, batch_rows: int):
     """A query's rows as Arrow batches, streamed through a cursor so ``con`` stays usable."""
     cursor = con.cursor()
@@ -762,45 +639,3 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, ba
         yield from cursor.sql(query, params=params or None).to_arrow_reader(batch_rows)
     finally:
         cursor.close()
-
-
-def _copy_batches(
-    cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None, *, binary: bool = True
-) -> int:
-    """COPY Arrow batches into ``table``: binary format when asked and every column encodes, else CSV; returns rows."""
-    import pyarrow.csv as pacsv
-    from psycopg import sql
-    from psycopg.copy import QueuedLibpqWriter
-
-    from mallscore import pgcopy
-
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return 0
-    binary = binary and pgcopy.encodable(first.schema)
-    names = pgcopy.column_order(first.schema) if binary else first.schema.names
-    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
-        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv")
-    )
-    options = pacsv.WriteOptions(include_header=False)
-    loaded = 0
-    # the queued writer sends from a thread, so the server parses one batch while we encode the next
-    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        if binary:
-            copy.write(pgcopy.HEADER)
-        for batch in itertools.chain([first], batches):
-            if binary and not any(c.null_count for c in batch.columns):
-                copy.write(pgcopy.encode_batch(batch))
-            elif binary:
-                raise ValueError("NULL in a NOT NULL segments column")
-            else:
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, options)
-                copy.write(buffer.getvalue())
-            loaded += batch.num_rows
-            if on_batch:
-                on_batch(loaded)
-        if binary:
-            copy.write(pgcopy.TRAILER)
-    return loaded

@@ -774,7 +774,6 @@ def test_copy_falls_back_to_csv_for_types_without_a_binary_encoder(pg_server):
     from psycopg import sql
 
     from mallscore import pgcopy
-    from mallscore.publish import _copy_batches
 
     batch = pa.record_batch(
         {
@@ -788,7 +787,7 @@ def test_copy_falls_back_to_csv_for_types_without_a_binary_encoder(pg_server):
     with psycopg.connect(pg_server.url()) as c:
         c.execute("create temp table fallback (id bigint, x real, d text)")
         with c.cursor() as cur:
-            assert _copy_batches(cur, sql.Identifier("fallback"), iter([batch]), seen.append) == 2
+            assert pgcopy.copy_in(cur, sql.Identifier("fallback"), iter([batch]), seen.append) == 2
         assert c.execute("select * from fallback order by id").fetchall() == [
             (1, 0.5, None),
             (2, None, 'Zoë, "quoted"'),
