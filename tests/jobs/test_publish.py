@@ -172,6 +172,36 @@ def test_published_schema_is_derived_from_the_warehouse_catalog(tmp_path, pg_ser
 
 
 @pytest.mark.postgres
+def test_tables_published_by_an_older_mallscore_are_taken_over(tmp_path, pg_server):
+    settings = warehouse_with_segments(tmp_path, 200)
+    with _pg(pg_server) as c:  # what the swapping publisher left: no engine, no is_current
+        c.execute(
+            "create table seg_old (customer_id bigint primary key, segment text not null, p_high_spender double "
+            "precision not null, predicted_high_spender boolean not null, basis text not null, model_version text "
+            "not null, run_id text not null, scored_at timestamp not null, customer_updated_at timestamp not null)"
+        )
+        c.execute(
+            "insert into seg_old select g, 'gold', 0.5, true, 'model', 'm0', 'R0', now(), now() from generate_series(1, 250) g"
+        )
+        c.execute(
+            "create table seg_old_runs (run_id text primary key, mode text not null, started_at timestamp not null, "
+            "finished_at timestamp, status text not null, model_version text, model_sha256 text, rows_read bigint, "
+            "rows_scored bigint, rows_rejected bigint, error text, published_at timestamp not null)"
+        )
+
+    first = publish_segments(settings, pg_server.url(), "seg_old")
+    _next_run(settings, "R20261128T010000Z-bbbbbb", changed=10)
+    second = publish_segments(settings, pg_server.url(), "seg_old")
+
+    assert (first["mode"], first["reason"]) == ("full", "the target records no run")
+    assert (second["mode"], second["rows_written"]) == ("incremental", 10)
+    _assert_target_equals_segments(settings, pg_server, "seg_old")
+    with _pg(pg_server) as c:
+        runs = c.execute("select run_id, engine, is_current from seg_old_runs order by run_id").fetchall()
+    assert runs == [("R20261127T010000Z-aaaaaa", None, False), ("R20261128T010000Z-bbbbbb", None, True)]
+
+
+@pytest.mark.postgres
 def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 800)
     publish_segments(settings, pg_server.url(), "seg_incr")
