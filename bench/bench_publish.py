@@ -1,17 +1,27 @@
-"""Publishing segments to PostgreSQL: mallscore's COPY + swap against pandas ``DataFrame.to_sql``.
+"""Publishing segments to PostgreSQL: mallscore's incremental and full publish against pandas ``DataFrame.to_sql``.
 
-Both sides do the whole job from the warehouse: read ``segments`` out of DuckDB
-and replace a table in PostgreSQL. The baseline is what a notebook does
-(``con.sql(...).df()`` then ``to_sql(if_exists="replace")`` through SQLAlchemy
-and psycopg); mallscore streams Arrow batches into ``COPY`` inside one
-transaction and also builds the primary key and statistics.
+Every side does the whole job from the warehouse: read ``segments`` out of
+DuckDB and leave a PostgreSQL table equal to it. The baseline is what a
+notebook does (``con.sql(...).df()`` then ``to_sql(if_exists="replace")``
+through SQLAlchemy and psycopg, one transaction). mallscore's sides:
 
-    python bench/bench_publish.py                      # 1,000,000 rows, 3 repeats
-    python bench/bench_publish.py --rows 100000 --repeats 1
+* first publish: a new table, Arrow batches -> binary COPY, key built after;
+* full (``--full``): the live table's rows deleted and all rows COPYed again
+  (row changes only, safe for every reader);
+* incremental (the default): the target holds the previous run; the rows of
+  the new run (CHANGED customers: 80% rescored, 10% new, 10% removed) go
+  through a staging table and one UPDATE / INSERT / key-compared DELETE.
+
+Before each repeat the warehouse gets a new run touching CHANGED customers;
+the incremental and the full target both hold the previous run.
+
+    python bench/bench_publish.py                      # 1,000,000 rows, 10,000 changed, 3 repeats
+    python bench/bench_publish.py --rows 100000 --changed 1000 --repeats 1
     python bench/bench_publish.py --url postgresql://user@host/db   # an existing server
 
 Without --url a throw-away server is started as in the tests (needs the
-PostgreSQL server binaries). Prints medians and the ratio (target >= 10x).
+PostgreSQL server binaries). Prints medians and ratios (targets: incremental
+>= 5x faster than full; full >= 10x faster than to_sql).
 """
 
 from __future__ import annotations
@@ -40,16 +50,62 @@ def make_warehouse(path: Path, rows: int):
         """
         insert into segments
         select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
-               p, p >= 0.5, 'model', 'bench', 'R-bench', now()::timestamp, updated_at
+               p, p >= 0.5, 'model', 'bench', 'R-bench-0000', timestamp '2026-11-01 01:00:00', updated_at
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0)) as p from features_customer)
         """
     )
-    con.execute(
-        "insert into scoring_runs (run_id, mode, started_at, finished_at, status, model_version, model_sha256, rows_read, rows_scored, rows_rejected, error) values ('R-bench', 'nightly', now()::timestamp, now()::timestamp, 'ok', "
-        "'bench', 'x', ?, ?, 0, null)",
-        [rows, rows],
-    )
+    _log_run(con, "R-bench-0000", 0, rows)
     return con
+
+
+def _log_run(con, run_id: str, day: int, rows: int) -> None:
+    con.execute(
+        "insert into scoring_runs (run_id, mode, started_at, finished_at, status, model_version, model_sha256, "
+        "rows_read, rows_scored, rows_rejected, error) values ($run, 'nightly', "
+        "timestamp '2026-11-01 01:00:00' + to_days($day), timestamp '2026-11-01 01:00:00' + to_days($day), "
+        "'succeeded', 'bench', 'x', $n, $n, 0, null)",
+        {"run": run_id, "day": day, "n": rows},
+    )
+
+
+def next_run(con, day: int, changed: int) -> None:
+    """A nightly run touching ``changed`` customers: 80% rescored, 10% new, 10% removed."""
+    run_id = f"R-bench-{day:04d}"
+    new = removed = changed // 10
+    rescored = changed - new - removed
+    at = {"run": run_id, "day": day}
+    # as a run does: the rows it replaces or removes move to segment_archive
+    removed_ids = "(select customer_id from segments order by hash(customer_id, $day) limit $n)"
+    con.execute(
+        f"insert into segment_archive select *, $run from segments where customer_id in {removed_ids}",
+        {"n": removed, "day": day, "run": run_id},
+    )
+    con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed, "day": day})
+    rescored_ids = "(select customer_id from segments order by hash(customer_id, $day, 'rescore') limit $n)"
+    con.execute(
+        f"insert into segment_archive select *, $run from segments where customer_id in {rescored_ids}",
+        {"n": rescored, "day": day, "run": run_id},
+    )
+    con.execute(
+        """
+        update segments set p_high_spender = 1 - p_high_spender, predicted_high_spender = not predicted_high_spender,
+               segment = case segment when 'gold' then 'bronze' else 'gold' end, run_id = $run,
+               scored_at = timestamp '2026-11-01 01:00:00' + to_days($day)
+        where customer_id in """
+        + rescored_ids,
+        {**at, "n": rescored},
+    )
+    con.execute(
+        """
+        insert into segments
+        select customer_id + (select max(customer_id) from segments), segment, p_high_spender,
+               predicted_high_spender, basis, model_version, $run,
+               timestamp '2026-11-01 01:00:00' + to_days($day), customer_updated_at
+        from segments order by customer_id limit $n
+        """,
+        {**at, "n": new},
+    )
+    _log_run(con, run_id, day, rescored + new)
 
 
 def run_to_sql(con, url: str) -> float:
@@ -68,17 +124,32 @@ def run_to_sql(con, url: str) -> float:
     return time.perf_counter() - started
 
 
-def run_mallscore(con, url: str) -> float:
-    """mallscore publish: Arrow batches -> COPY into a staging table -> swap, one transaction."""
+def drop(url: str, *tables: str) -> None:
+    """Drop bench tables between repeats (not timed)."""
+    import psycopg
+
+    from mallscore.database import parse_url
+
+    dsn = parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for table in tables:
+            c.execute(f'drop table if exists "{table}"')
+
+
+def timed_publish(con, url: str, table: str, *, full: bool, expect: str) -> float:
+    """One mallscore publish; checks the mode it ran in."""
     started = time.perf_counter()
-    publish_from(con, url, "bench_publish")
-    return time.perf_counter() - started
+    result = publish_from(con, url, table, full=full)
+    seconds = time.perf_counter() - started
+    assert result["mode"] == expect, result
+    return seconds
 
 
 def main() -> None:
-    """Parse options, run both sides alternately, print medians and the ratio."""
+    """Parse options, run every side in each repeat, print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_PUBLISH_ROWS", 1_000_000)))
+    parser.add_argument("--changed", type=int, default=int(os.environ.get("BENCH_PUBLISH_CHANGED", 10_000)))
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", 3)))
     parser.add_argument("--url", help="an existing PostgreSQL database (default: start a throw-away server)")
     args = parser.parse_args()
@@ -90,22 +161,38 @@ def main() -> None:
 
         server = start_server()
         url = server.url()
+    times: dict[str, list[float]] = {"first": [], "full": [], "incremental": [], "to_sql": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             con = make_warehouse(Path(tmp) / "bench.duckdb", args.rows)
-            ours, baseline = [], []
-            for _ in range(args.repeats):
-                ours.append(run_mallscore(con, url))
-                baseline.append(run_to_sql(con, url))
+            drop(url, "bench_incremental", "bench_incremental_runs", "bench_full", "bench_full_runs")
+            publish_from(con, url, "bench_incremental")
+            publish_from(con, url, "bench_full")
+            for day in range(1, args.repeats + 1):
+                next_run(con, day, args.changed)
+                times["incremental"].append(
+                    timed_publish(con, url, "bench_incremental", full=False, expect="incremental")
+                )
+                times["full"].append(timed_publish(con, url, "bench_full", full=True, expect="full"))
+                drop(url, "bench_first", "bench_first_runs")
+                times["first"].append(timed_publish(con, url, "bench_first", full=False, expect="full"))
+                times["to_sql"].append(run_to_sql(con, url))
             con.close()
+            drop(url, "bench_incremental", "bench_incremental_runs", "bench_full", "bench_full_runs")
+            drop(url, "bench_first", "bench_first_runs", "bench_to_sql")
     finally:
         if server is not None:
             server.stop()
-    m_ours, m_base = statistics.median(ours), statistics.median(baseline)
-    print(f"publish {args.rows:,} segments to PostgreSQL, median of {args.repeats}:")
-    print(f"  DataFrame.to_sql (SQLAlchemy) : {m_base:8.2f} s  ({args.rows / m_base:,.0f} rows/s)")
-    print(f"  mallscore publish (COPY+swap) : {m_ours:8.2f} s  ({args.rows / m_ours:,.0f} rows/s)")
-    print(f"  ratio: {m_base / m_ours:.1f}x faster (target >= 10x)")
+    m = {k: statistics.median(v) for k, v in times.items()}
+    print(f"publish {args.rows:,} segments to PostgreSQL ({args.changed:,} changed per run), median of {args.repeats}:")
+    print(f"  DataFrame.to_sql of the whole table  : {m['to_sql']:8.2f} s")
+    print(f"  mallscore first publish (new table)  : {m['first']:8.2f} s  ({args.rows / m['first']:,.0f} rows/s)")
+    print(f"  mallscore full publish (--full)      : {m['full']:8.2f} s  ({args.rows / m['full']:,.0f} rows/s)")
+    print(f"  mallscore incremental publish        : {m['incremental']:8.2f} s")
+    print(f"  incremental vs full    : {m['full'] / m['incremental']:.1f}x faster (target >= 5x)")
+    print(f"  incremental vs to_sql  : {m['to_sql'] / m['incremental']:.1f}x faster")
+    print(f"  full vs to_sql         : {m['to_sql'] / m['full']:.1f}x faster (target >= 10x)")
+    print(f"  first publish vs to_sql: {m['to_sql'] / m['first']:.1f}x faster")
 
 
 if __name__ == "__main__":

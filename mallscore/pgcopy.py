@@ -10,13 +10,18 @@ rows together in C++.
 
 Supported: int64/int32 -> bigint/integer, float64 -> double precision,
 bool -> boolean, timestamp without time zone -> timestamp, string -> text;
-no NULLs. :func:`encodable` says whether a batch qualifies; callers fall back
-to CSV otherwise.
+no NULLs. :func:`encodable` says whether a batch qualifies; :func:`copy_in`
+streams batches into a table, in CSV when they do not qualify.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -103,3 +108,92 @@ def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
         rows = rows.combine_chunks()
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
     return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
+
+
+def copy_in(
+    cur, table, batches: Iterator[pa.RecordBatch], on_batch: Callable[[int], None] | None, *, binary: bool = True
+) -> int:
+    """COPY Arrow batches into ``table``: binary format when asked and every column encodes, else CSV; returns rows."""
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+    from psycopg.copy import QueuedLibpqWriter
+
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return 0
+    binary = binary and encodable(first.schema)
+    names = column_order(first.schema) if binary else first.schema.names
+    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv")
+    )
+    options = pacsv.WriteOptions(include_header=False)
+    loaded = 0
+    # the queued writer sends from a thread, so the server parses one batch while we encode the next
+    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+        if binary:
+            copy.write(HEADER)
+        for batch in itertools.chain([first], batches):
+            if binary and not any(c.null_count for c in batch.columns):
+                copy.write(encode_batch(batch))
+            elif binary:
+                raise ValueError("NULL in a NOT NULL segments column")
+            else:
+                buffer = io.BytesIO()
+                pacsv.write_csv(batch, buffer, options)
+                copy.write(buffer.getvalue())
+            loaded += batch.num_rows
+            if on_batch:
+                on_batch(loaded)
+        if binary:
+            copy.write(TRAILER)
+    return loaded
+
+
+class CountingReader:
+    """Arrow batches read back from COPY TO; counts the rows that pass through :meth:`reader`."""
+
+    def __init__(self, source: pa.RecordBatchReader) -> None:
+        self.source, self.rows = source, 0
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.source:
+            self.rows += batch.num_rows
+            yield batch
+
+    def reader(self) -> pa.RecordBatchReader:
+        """The batches as a RecordBatchReader (readable once)."""
+        return pa.RecordBatchReader.from_batches(self.source.schema, self._batches())
+
+
+@contextmanager
+def copy_out(cur, select, schema: pa.Schema) -> Iterator[CountingReader]:
+    """The rows of ``select`` read with ``COPY (...) TO STDOUT (FORMAT csv)`` as Arrow batches of ``schema``.
+
+    The CSV is spooled to a temporary file (memory stays flat) and parsed by
+    pyarrow. ISO dates and the shortest round-tripping text for doubles are
+    asked for, so values read back exactly; NULL (unquoted empty) and the empty
+    string (quoted) stay apart.
+    """
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+
+    with tempfile.TemporaryFile() as spool:
+        cur.execute("set local datestyle = 'ISO, YMD'")
+        cur.execute("set local extra_float_digits = 1")
+        with cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(select)) as copy:
+            for chunk in copy:
+                spool.write(chunk)
+        spool.seek(0)
+        reader = pacsv.open_csv(
+            spool,
+            read_options=pacsv.ReadOptions(column_names=schema.names, block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(
+                column_types=schema,
+                true_values=["t"],
+                false_values=["f"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        yield CountingReader(reader)

@@ -1,33 +1,50 @@
 """Publish the current ``segments`` (and their ``scoring_runs`` rows) to the mall's own database.
 
-Campaign tools read segments where they already look. Readers of the target
-must never see a half-written table, so every publish is one transaction on
-the target:
+Campaign tools, sync jobs and ``pg_dump`` read the published table while the
+nightly job writes it, some of them in long REPEATABLE READ transactions. In
+PostgreSQL only *row* changes keep an older snapshot whole (DROP, RENAME and
+TRUNCATE are not MVCC-safe: a reader whose snapshot predates them sees an empty
+table), so a publish never swaps or truncates the live table. Every publish is
+one transaction on the target that only deletes, updates and inserts rows:
 
-1. take an advisory lock (PostgreSQL) so two publishers queue instead of racing;
-2. create a uniquely named staging table and bulk-load it: PostgreSQL through
-   ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's Arrow batches
-   encoded by :mod:`mallscore.pgcopy` (never a Python loop over rows; CSV
-   written by pyarrow when a column type has no binary encoder); any other
-   SQLAlchemy database through chunked ``executemany`` inserts;
-3. add the primary key, carry over the old table's grants, then drop the old
-   table and rename the staging table into its place, and upsert the run rows
-   into ``<table>_runs``;
-4. commit.
+1. PostgreSQL: ``lock_timeout`` for the transaction and an advisory lock so two
+   publishers queue instead of racing. Row changes take ROW EXCLUSIVE, which
+   does not conflict with the ACCESS SHARE lock of a reader or of ``pg_dump``:
+   readers never make a publish wait, and a publish never makes them wait.
+2. The target tables are created when missing, with columns and types derived
+   from the warehouse's catalog (``sql/03_scoring_runs.sql``,
+   ``sql/04_segments.sql``) through one type mapping (:func:`column_type`).
+3. ``<table>_runs`` records which run the target holds (``is_current``).
+   When it holds an earlier run of this warehouse the publish is
+   *incremental*: the rows scored by later runs are loaded into a temporary
+   staging table and applied with one UPDATE and one INSERT; customers no
+   longer in ``segments`` are deleted (those ``segment_archive`` holds but
+   ``segments`` does not, then by comparing every key if the row count says
+   others are gone). Otherwise, or with ``full=True``, it is *full*: on
+   PostgreSQL every row of the target is read back (``COPY ... TO``) and
+   compared with ``segments`` in DuckDB, and only the differences are written
+   the same way; when more than :data:`REWRITE_SHARE` of the rows differ (a new
+   model), and on other databases, every row is deleted and loaded again. Into
+   a table created by this publish (invisible to everyone until commit) the
+   load is a bare bulk COPY with the key built afterwards.
+4. The row count is checked against ``segments``; an incremental publish whose
+   result does not match (rows changed behind mallscore's back) becomes a full
+   one in the same transaction. Then the run rows are upserted, the runs'
+   ``segment_changes`` rows appended to ``<table>_changes`` (when the warehouse
+   has that feed), and the transaction commits.
 
-A failure at any step (or a killed process) rolls everything back: yesterday's
-table stays intact and readable. The swap waits at most ``lock_timeout`` for
-readers that hold the old table, then gives up with a retryable error.
-Publishing the same run twice gives the same tables.
+Loads go through ``COPY ... FROM STDIN (FORMAT binary)`` fed with DuckDB's
+Arrow batches encoded by :mod:`mallscore.pgcopy` on PostgreSQL, and chunked
+``executemany`` inserts on any other SQLAlchemy database (the generic path).
+A failure at any step (or a killed process) rolls everything back: the old
+rows stay intact and readable.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,7 +59,8 @@ from mallscore.database import (
     scrub,
     split_table_name,
 )
-from mallscore.errors import EXIT_UNEXPECTED, InputMissingError, MallscoreError
+from mallscore.errors import EXIT_UNEXPECTED, BadInputError, ConfigError, InputMissingError, MallscoreError
+from mallscore.published_schema import Column, sa_table, warehouse_columns
 from mallscore.settings import DEFAULT_PUBLISH_TABLE, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,44 +69,84 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_TABLE = DEFAULT_PUBLISH_TABLE
 BATCH_ROWS = 100_000
 INSERT_CHUNK_ROWS = 10_000
-
-# (column, PostgreSQL type); the same order as sql/04_segments.sql
-SEGMENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("customer_id", "bigint not null"),
-    ("segment", "text not null"),
-    ("p_high_spender", "double precision not null"),
-    ("predicted_high_spender", "boolean not null"),
-    ("basis", "text not null"),
-    ("model_version", "text not null"),
-    ("run_id", "text not null"),
-    ("scored_at", "timestamp not null"),
-    ("customer_updated_at", "timestamp not null"),
-)
-RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "text primary key"),
-    ("mode", "text not null"),
-    ("started_at", "timestamp not null"),
-    ("finished_at", "timestamp"),
-    ("status", "text not null"),
-    ("model_version", "text"),
-    ("model_sha256", "text"),
-    ("rows_read", "bigint"),
-    ("rows_scored", "bigint"),
-    ("rows_rejected", "bigint"),
-    ("error", "text"),
-    ("published_at", "timestamp not null"),
-)
-_GRANTABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+# A full publish writes only the rows that differ, unless more than this share differs: then it rewrites all.
+REWRITE_SHARE = 0.25
+# Columns the runs table has beyond scoring_runs': when the rows were published, and the run the target holds.
+RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"), ("is_current", "BOOLEAN"))
+# Runs that ended without changing segments; any other status may have written rows.
+_NOT_WRITTEN = ("running", "failed", "abandoned")
 
 BatchHook = Callable[[int], None]
 
 
-def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE) -> dict:
+@dataclass
+class _Source:
+    """What the warehouse holds: the derived schema, the rows to publish and the run they reflect."""
+
+    segment_columns: list[Column]
+    run_columns: list[Column]
+    rows: int
+    run_ids: list[str]  # runs with rows in segments
+    run_id: str | None  # the latest run whose result segments holds
+    runs: list[tuple]  # scoring_runs rows to publish (run_ids and run_id)
+    archive: bool  # the warehouse keeps replaced and removed rows in segment_archive
+    feed: bool  # the warehouse has a segment_changes feed
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.name for c in self.segment_columns if c.key]
+
+
+def _read_source(con: duckdb.DuckDBPyConnection) -> _Source:
+    segment_columns = warehouse_columns(con, "segments")
+    if not any(c.key for c in segment_columns):
+        raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
+    run_columns = warehouse_columns(con, "scoring_runs")
+    rows = con.execute("select count(*) from segments").fetchall()[0][0]
+    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
+    latest = con.execute(
+        "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
+        "(select unnest($done)) order by started_at desc, run_id desc limit 1",
+        {"ids": run_ids, "done": list(_NOT_WRITTEN)},
+    ).fetchall()
+    run_id = latest[0][0] if latest else None
+    names = ", ".join(_quote(c.name) for c in run_columns)
+    runs = con.execute(
+        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id",
+        {"ids": sorted(set(run_ids) | ({run_id} if run_id else set()))},
+    ).fetchall()
+    tables = {
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'main' "
+            "and table_name in ('segment_archive', 'segment_changes')"  # tables and views
+        ).fetchall()
+    }
+    return _Source(
+        segment_columns,
+        run_columns,
+        rows,
+        run_ids,
+        run_id,
+        runs,
+        "segment_archive" in tables,
+        "segment_changes" in tables,
+    )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def publish_segments(settings: Settings, url: str, table: str = DEFAULT_TABLE, *, full: bool = False) -> dict:
     """Open the warehouse read-only and publish its segments to ``url`` (see module docstring)."""
     from mallscore.warehouse import open_warehouse
 
     with open_warehouse(settings, read_only=True) as con:
-        return publish_from(con, url, table, lock_timeout=settings.lock_timeout)
+        return publish_from(con, url, table, lock_timeout=settings.lock_timeout, full=full)
 
 
 def publish_after_run(settings: Settings, run_id: str) -> dict | None:
@@ -124,6 +182,7 @@ def publish_from(
     url: str,
     table: str = DEFAULT_TABLE,
     *,
+    full: bool = False,
     lock_timeout: float = 60.0,
     batch_rows: int = BATCH_ROWS,
     bulk: bool = True,
@@ -131,34 +190,27 @@ def publish_from(
 ) -> dict:
     """Publish ``segments`` from an open warehouse connection; returns what was published.
 
-    ``bulk=False`` forces the generic insert path even on PostgreSQL (for the
-    benchmark). ``on_batch`` is called with the running row count after each
-    loaded batch (progress; tests use it to fail mid-publish).
+    ``full=True`` rewrites every row even when an incremental publish is
+    possible. ``bulk=False`` forces the generic insert path even on PostgreSQL
+    (for the benchmark). ``on_batch`` is called with the running row count
+    after each loaded batch (progress; tests use it to fail mid-publish).
     """
     schema, name = split_table_name(table)
-    rows, run_ids = _snapshot_counts(con)
-    if rows == 0:
+    source = _read_source(con)
+    if source.rows == 0:
         raise InputMissingError(
             "no segments to publish: the warehouse's segments table is empty (run `mallscore score` first)"
         )
-    runs = _run_rows(con, run_ids)
     engine = create_engine(url)
     started = time.perf_counter()
     published_at = datetime.now(UTC).replace(tzinfo=None)
     try:
         with engine.begin() as conn:
-            if bulk and is_postgres(engine):
-                method = "copy"
-                loaded = _publish_postgres(
-                    conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch
-                )
-            else:
-                method = "insert"
-                loaded = _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on_batch)
-            if loaded != rows:
-                raise InputMissingError(
-                    f"segments changed while publishing ({rows} rows counted, {loaded} loaded); nothing was published"
-                )
+            copy = bulk and is_postgres(engine)
+            job = _Publication(conn, con, source, schema, name, copy, batch_rows, on_batch)
+            if is_postgres(engine):
+                job.lock(lock_timeout)
+            outcome = job.run(full, published_at)
     except MallscoreError:
         raise
     except driver_errors() as exc:
@@ -169,9 +221,11 @@ def publish_from(
         "target": mask_url(url),
         "table": table,
         "runs_table": _qualified(schema, name + "_runs"),
-        "rows": rows,
-        "run_ids": run_ids,
-        "method": method,
+        **outcome,
+        "run_id": source.run_id,
+        "rows": source.rows,
+        "run_ids": source.run_ids,
+        "method": "copy" if copy else "insert",
         "seconds": round(time.perf_counter() - started, 3),
         "published_at": published_at.isoformat(timespec="seconds"),
     }
@@ -181,185 +235,407 @@ def _qualified(schema: str | None, name: str) -> str:
     return f"{schema}.{name}" if schema else name
 
 
-def _snapshot_counts(con: duckdb.DuckDBPyConnection) -> tuple[int, list[str]]:
-    rows = con.execute("select count(*) from segments").fetchall()[0][0]
-    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
-    return int(rows), run_ids
+# --- one publication: decide the mode, change rows, record the run -----------------------------
 
 
-def _run_rows(con: duckdb.DuckDBPyConnection, run_ids: list[str]) -> list[tuple]:
-    names = ", ".join(c for c, _ in RUN_COLUMNS[:-1])
-    return con.execute(
-        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id", {"ids": run_ids}
-    ).fetchall()
+class _Publication:
+    """The steps of one publish inside the caller's transaction ``conn`` (SQLAlchemy, any dialect)."""
+
+    def __init__(self, conn, con, source: _Source, schema, name, copy: bool, batch_rows: int, on_batch) -> None:
+        import sqlalchemy as sa
+
+        self.conn, self.con, self.source = conn, con, source
+        self.schema, self.name, self.copy = schema, name, copy
+        self.batch_rows, self.on_batch = batch_rows, on_batch
+        self.metadata = sa.MetaData()
+        self.target = sa_table(self.metadata, schema, name, source.segment_columns)
+        run_columns = source.run_columns + [Column(c, t, True, False) for c, t in RUN_EXTRA_COLUMNS]
+        self.runs = sa_table(self.metadata, schema, name + "_runs", run_columns)
+        self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
+
+    # -- steps
+
+    def lock(self, lock_timeout: float) -> None:
+        """PostgreSQL: bound every lock wait, and queue behind another publisher of the same table."""
+        import sqlalchemy as sa
+
+        self.conn.execute(
+            sa.text("select set_config('lock_timeout', :v, true)"), {"v": f"{int(max(lock_timeout, 0.001) * 1000)}ms"}
+        )
+        # the incremental statements join a small staging table to the target: probe its key (SSD-like costs)
+        # rather than scan it; hash joins of whole tables (the key comparison) get memory to stay in one pass
+        self.conn.exec_driver_sql("set local random_page_cost = 1.1")
+        self.conn.exec_driver_sql("set local work_mem = '64MB'")
+        self.conn.execute(
+            sa.text("select pg_advisory_xact_lock(hashtext(:k))"),
+            {"k": f"mallscore.publish:{_qualified(self.schema, self.name)}"},
+        )
+
+    def run(self, full: bool, published_at: datetime) -> dict:
+        """Change the target's rows to equal segments, then record the runs; returns mode and counts."""
+        import sqlalchemy as sa
+
+        inspector = sa.inspect(self.conn)
+        exists = inspector.has_table(self.name, schema=self.schema)
+        held = self._held_run(inspector)
+        self._ensure_runs_table(inspector)
+        reason = None
+        if not exists:
+            mode, reason = "full", "new table"
+            count = self._create_and_load()
+        else:
+            self._check_columns(inspector)
+            reason = "--full" if full else self._why_not_incremental(held)
+            mode = "full" if reason else "incremental"
+            if mode == "incremental":
+                count = self._incremental(held)
+                if count != self.source.rows:  # rows changed behind our back: compare every row
+                    mode, reason = "full", f"the target did not hold run {held[0]} exactly"
+            if mode == "full":
+                count = self._rewrite()
+        if count != self.source.rows:
+            self._check_unique_keys()
+            raise InputMissingError(
+                f"segments changed while publishing ({self.source.rows} rows counted, {count} in the target); "
+                "nothing was published"
+            )
+        self._record_runs(published_at)
+        changes = append_change_feed(self, held)
+        return {
+            "mode": mode,
+            "reason": reason,
+            "previous_run_id": held[0] if held else None,
+            "rows_written": sum(self.stats.values()),
+            **self.stats,
+            "changes_appended": changes,
+        }
+
+    def _check_unique_keys(self) -> None:
+        """BadInputError (65) when segments holds a key twice (a target without the key would take it)."""
+        keys = ", ".join(_quote(k) for k in self.source.keys)
+        rows, distinct = self.con.execute(f"select count(*), count(distinct ({keys})) from segments").fetchall()[0]
+        if rows != distinct:
+            raise BadInputError(
+                f"segments violates its key constraint: {rows - distinct} duplicated {', '.join(self.source.keys)} "
+                "value(s); nothing was published"
+            )
+
+    def _held_run(self, inspector) -> tuple[str, datetime] | None:
+        """The run the target holds (``is_current`` in the runs table), with its start time."""
+        import sqlalchemy as sa
+
+        runs_name = self.runs.name
+        if not inspector.has_table(runs_name, schema=self.schema):
+            return None
+        present = {c["name"] for c in inspector.get_columns(runs_name, schema=self.schema)}
+        if not {"run_id", "started_at", "is_current"} <= present:
+            return None
+        rows = self.conn.execute(
+            sa.select(self.runs.c.run_id, self.runs.c.started_at).where(self.runs.c.is_current.is_(True))
+        ).fetchall()
+        return (rows[0][0], rows[0][1]) if len(rows) == 1 else None
+
+    def _why_not_incremental(self, held) -> str | None:
+        if held is None:
+            return "the target records no run"
+        known = self.con.execute("select started_at from scoring_runs where run_id = $r", {"r": held[0]}).fetchall()
+        if not known or known[0][0] != held[1]:
+            return f"the target holds run {held[0]}, which this warehouse did not run"
+        return None
+
+    def _ensure_runs_table(self, inspector) -> None:
+        """Create the runs table, or add the columns an older publish did not have (one-time, nullable)."""
+        if not inspector.has_table(self.runs.name, schema=self.schema):
+            self.runs.create(self.conn)
+            return
+        present = {c["name"] for c in inspector.get_columns(self.runs.name, schema=self.schema)}
+        preparer = self.conn.dialect.identifier_preparer
+        for column in self.runs.columns:
+            if column.name not in present:
+                ddl = (
+                    f"alter table {preparer.format_table(self.runs)} add column {preparer.quote(column.name)} "
+                    f"{column.type.compile(dialect=self.conn.dialect)}"
+                )
+                self.conn.exec_driver_sql(ddl)
+
+    def _check_columns(self, inspector) -> None:
+        present = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
+        missing = [c.name for c in self.target.columns if c.name not in present]
+        if missing:
+            raise ConfigError(
+                f"the target table {_qualified(self.schema, self.name)} has no column(s) {', '.join(missing)}; "
+                "add them or publish to another table"
+            )
+
+    def _create_and_load(self) -> int:
+        """First publish: a new table nobody else can see before commit, bulk-loaded, key built after."""
+        import sqlalchemy as sa
+
+        if not self.copy:
+            self.target.create(self.conn)
+            self.stats["inserted"] = self._load(self.target, self._segments())
+            return self.stats["inserted"]
+        bare = sa_table(sa.MetaData(), self.schema, self.name, self.source.segment_columns, key=False)
+        bare.create(self.conn)
+        self.stats["inserted"] = self._load(bare, self._segments())
+        preparer = self.conn.dialect.identifier_preparer
+        keys = ", ".join(preparer.quote(k) for k in self.source.keys)
+        self.conn.exec_driver_sql(
+            f"alter table {preparer.format_table(bare)} add constraint {preparer.quote(self.name + '_pkey')} "
+            f"primary key ({keys})"
+        )
+        self.conn.exec_driver_sql(f"analyze {preparer.format_table(bare)}")
+        return self.stats["inserted"]
+
+    def _rewrite(self) -> int:
+        """Full publish into the live table (row changes only): write the rows that differ, or all of them."""
+        if self.copy:
+            count = self._write_differences()
+            if count is not None:
+                return count
+        self.stats["deleted"] += self.conn.execute(self.target.delete()).rowcount
+        inserted = self._load(self.target, self._segments())
+        self.stats["inserted"] += inserted
+        return inserted
+
+    def _write_differences(self) -> int | None:
+        """Compare every row of the target with segments (in DuckDB) and write only the differences.
+
+        The target's rows are read with ``COPY ... TO STDOUT (FORMAT csv)``
+        into a temporary file and joined with ``segments`` in DuckDB. Returns
+        the target's row count after, or None (nothing written) when more than
+        :data:`REWRITE_SHARE` of the rows differ or the rows cannot be read
+        back exactly: deleting and re-loading every row is cheaper then.
+        """
+        import pyarrow.compute as pc
+
+        differences = self._differences()
+        if differences is None:
+            return None
+        rows_before, changed = differences
+        before = dict(self.stats)
+        if changed is not None:
+            gone = changed.column("gone")
+            upserts = changed.filter(pc.invert(gone)).drop_columns(["gone", "gone_key"])
+            if upserts.num_rows:
+                self._upsert(iter(upserts.to_batches(self.batch_rows)))
+            removed = changed.filter(gone).select(["gone_key"]).rename_columns(self.source.keys)
+            if removed.num_rows:
+                self._delete_keys(iter(removed.to_batches(self.batch_rows)), listed=True)
+        return rows_before + self.stats["inserted"] - before["inserted"] - (self.stats["deleted"] - before["deleted"])
+
+    def _differences(self):
+        import pyarrow as pa
+        from psycopg import sql
+
+        from mallscore import pgcopy
+
+        names = [c.name for c in self.source.segment_columns]
+        key = self.source.keys[0]
+        if len(self.source.keys) != 1:
+            return None
+        cursor = self.con.cursor()
+        try:
+            schema = cursor.sql(self._query() + " limit 0").to_arrow_reader(1).schema
+        finally:
+            cursor.close()
+        target = sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
+        select = sql.SQL("select {} from {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in names), target)
+        differs = " or ".join(f"s.{_quote(n)} is distinct from t.{_quote(n)}" for n in names if n != key)
+        query = (
+            f"select {', '.join('s.' + _quote(n) for n in names)}, s.{_quote(key)} is null as gone, "
+            f"t.{_quote(key)} as gone_key from segments as s full outer join mallscore_target_rows as t "
+            f"on s.{_quote(key)} = t.{_quote(key)} where s.{_quote(key)} is null or t.{_quote(key)} is null "
+            f"or {differs}"
+        )
+        with (
+            self.conn.connection.driver_connection.cursor() as cur,
+            pgcopy.copy_out(cur, select, schema) as target_rows,
+        ):
+            cursor = self.con.cursor()
+            try:
+                cursor.register("mallscore_target_rows", target_rows.reader())
+                limit = self.source.rows * REWRITE_SHARE
+                batches, found = [], 0
+                for batch in cursor.sql(query).to_arrow_reader(self.batch_rows):
+                    batches.append(batch)
+                    found += batch.num_rows
+                    if found > limit:
+                        return None
+            except (pa.ArrowInvalid, duckdb.Error):  # a value that does not read back exactly: rewrite all rows
+                return None
+            finally:
+                cursor.close()
+        return target_rows.rows, pa.Table.from_batches(batches) if batches else None
+
+    def _incremental(self, held) -> int:
+        """Upsert the rows scored after the held run, delete customers no longer in segments; returns the row count."""
+        where = (
+            "where not exists (select 1 from scoring_runs as r where r.run_id = segments.run_id "
+            "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
+        )
+        self._upsert(self._segments(where, {"started": held[1], "run": held[0]}))
+        count = self._count()
+        if count > self.source.rows and self.source.archive:
+            # a run removes a customer by moving its row to segment_archive: history, but no current segment
+            keys = ", ".join(_quote(k) for k in self.source.keys)
+            removed = (
+                f"select distinct {keys} from segment_archive as a where not exists "
+                f"(select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
+            )
+            count -= self._delete_keys(_batches(self.con, removed, None, self.batch_rows), listed=True)
+        if count > self.source.rows:  # removed some other way: compare every key
+            every_key = self._query(columns=self._key_columns())
+            count -= self._delete_keys(_batches(self.con, every_key, None, self.batch_rows), listed=False)
+        return count
+
+    def _upsert(self, batches) -> None:
+        """Load rows into a staging table, then update the target's rows with their keys and insert the others."""
+        import sqlalchemy as sa
+
+        stage = self._temp_table("stage", self.source.segment_columns)
+        staged = self._load(stage, batches)
+        if staged:
+            target, keys = self.target, self.source.keys
+            match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
+            values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
+            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
+            names = [c.name for c in target.columns]
+            fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
+            self.conn.execute(target.insert().from_select(names, fresh))
+            self.stats["updated"] += updated
+            self.stats["inserted"] += staged - updated  # staged keys are unique (segments' key)
+        self._drop(stage)
+
+    def _key_columns(self) -> list[Column]:
+        return [c for c in self.source.segment_columns if c.key]
+
+    def _key_match(self, left: str, right: str) -> str:
+        return " and ".join(f"{left}.{_quote(k)} = {right}.{_quote(k)}" for k in self.source.keys)
+
+    def _delete_keys(self, batches, *, listed: bool) -> int:
+        """Delete the target rows whose key ``batches`` lists (``listed``) or does not list; returns how many."""
+        import sqlalchemy as sa
+
+        keys = self._temp_table("keys", self._key_columns())
+        self._load(keys, batches, report=False)
+        match = sa.and_(*(self.target.c[k] == keys.c[k] for k in self.source.keys))
+        found = sa.exists().where(match)
+        deleted = self.conn.execute(self.target.delete().where(found if listed else ~found)).rowcount
+        self._drop(keys)
+        self.stats["deleted"] += deleted
+        return deleted
+
+    def _record_runs(self, published_at: datetime) -> None:
+        runs = self.runs
+        self.conn.execute(runs.update().where(runs.c.is_current.is_(True)).values(is_current=False))
+        ids = [r[0] for r in self.source.runs]
+        if ids:
+            self.conn.execute(runs.delete().where(runs.c.run_id.in_(ids)))
+            names = [c.name for c in self.source.run_columns]
+            self.conn.execute(
+                runs.insert(),
+                [
+                    {**dict(zip(names, r)), "published_at": published_at, "is_current": r[0] == self.source.run_id}
+                    for r in self.source.runs
+                ],
+            )
+
+    # -- helpers
+
+    def _count(self) -> int:
+        import sqlalchemy as sa
+
+        return int(self.conn.execute(sa.select(sa.func.count()).select_from(self.target)).scalar_one())
+
+    def _temp_table(self, suffix: str, columns: list[Column]):
+        table = sa_table(self.metadata, None, f"mallscore_publish_{suffix}", columns, key=False, temp=True)
+        table.create(self.conn)
+        return table
+
+    def _drop(self, table) -> None:
+        table.drop(self.conn)
+        self.metadata.remove(table)
+
+    def _query(self, where: str = "", columns: list[Column] | None = None) -> str:
+        names = ", ".join(_quote(c.name) for c in columns or self.source.segment_columns)
+        keys = ", ".join(_quote(k) for k in self.source.keys)
+        return f"select {names} from segments {where} order by {keys}"
+
+    def _segments(self, where: str = "", params: dict | None = None):
+        return _batches(self.con, self._query(where), params, self.batch_rows)
+
+    def _load(self, table, batches: Iterator[pa.RecordBatch], report: bool = True, binary: bool = True) -> int:
+        """Bulk-load Arrow batches into ``table`` (COPY on PostgreSQL, chunked inserts elsewhere).
+
+        ``binary=False`` sends CSV (for columns that may hold NULLs, which binary encoding refuses).
+        """
+        hook = self.on_batch if report else None
+        if self.copy:
+            from psycopg import sql
+
+            from mallscore import pgcopy
+
+            ident = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+            with self.conn.connection.driver_connection.cursor() as cur:
+                loaded = pgcopy.copy_in(cur, ident, batches, hook, binary=binary)
+        else:
+            loaded = 0
+            for batch in batches:
+                records = batch.to_pylist()
+                for start in range(0, len(records), INSERT_CHUNK_ROWS):
+                    self.conn.execute(table.insert(), records[start : start + INSERT_CHUNK_ROWS])
+                loaded += batch.num_rows
+                if hook:
+                    hook(loaded)
+        if self.copy and table.name.startswith("mallscore_publish_"):
+            self.conn.exec_driver_sql(f"analyze {self.conn.dialect.identifier_preparer.format_table(table)}")
+        return loaded
 
 
-def _segment_batches(con: duckdb.DuckDBPyConnection, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Segments as Arrow batches, streamed through a cursor so ``con`` stays usable."""
-    names = ", ".join(c for c, _ in SEGMENT_COLUMNS)
+def append_change_feed(publication: _Publication, held: tuple[str, datetime] | None) -> int | None:
+    """Append the change feed of the runs this publish brings to ``<table>_changes``; None without a feed.
+
+    Reads the warehouse's ``segment_changes`` (columns from its catalog, like
+    every published table) only when it exists. The runs appended are those
+    after ``held`` (every run when the target held none) whose rows are not in
+    ``<table>_changes`` yet, so the table grows by exactly each run's feed,
+    once, in the publication's transaction. Returns the rows appended.
+    """
+    import sqlalchemy as sa
+
+    if not publication.source.feed:
+        return None
+    pub, con = publication, publication.con
+    columns = [Column(c.name, c.duck_type, c.nullable, False) for c in warehouse_columns(con, "segment_changes")]
+    changes = sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
+    if not sa.inspect(pub.conn).has_table(changes.name, schema=pub.schema):
+        changes.create(pub.conn)
+        sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
+    later = ""
+    params: dict = {}
+    if held is not None:
+        later = (
+            "where not exists (select 1 from scoring_runs as r where r.run_id = segment_changes.run_id "
+            "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
+        )
+        params = {"started": held[1], "run": held[0]}
+    runs = [r[0] for r in con.execute(f"select distinct run_id from segment_changes {later}", params).fetchall()]
+    if not runs:
+        return 0
+    present = {r[0] for r in pub.conn.execute(sa.select(changes.c.run_id).where(changes.c.run_id.in_(runs)).distinct())}
+    wanted = sorted(set(runs) - present)
+    if not wanted:
+        return 0
+    names = ", ".join(_quote(c.name) for c in columns)
+    query = f"select {names} from segment_changes where list_contains($runs, run_id) order by run_id, customer_id"
+    return pub._load(changes, _batches(con, query, {"runs": wanted}, pub.batch_rows), report=False, binary=False)
+
+
+def _batches(con: duckdb.DuckDBPyConnection, query: str, params: dict | None, batch_rows: int):
+    """A query's rows as Arrow batches, streamed through a cursor so ``con`` stays usable."""
     cursor = con.cursor()
     try:
-        reader = cursor.sql(f"select {names} from segments order by customer_id").to_arrow_reader(batch_rows)
-        yield from reader
+        yield from cursor.sql(query, params=params or None).to_arrow_reader(batch_rows)
     finally:
         cursor.close()
-
-
-# --- PostgreSQL: COPY into a staging table, swap --------------------------------------
-
-
-def _publish_postgres(conn, con, schema, name, runs, published_at, lock_timeout, batch_rows, on_batch) -> int:
-    from psycopg import sql
-
-    pg = conn.connection.driver_connection
-    stage_name = f"{name}__stage_{secrets.token_hex(4)}"
-    ident = (lambda n: sql.Identifier(schema, n)) if schema else (lambda n: sql.Identifier(n))
-    target, stage, runs_table = ident(name), ident(stage_name), ident(name + "_runs")
-    qualified = _qualified(schema, name)
-    with pg.cursor() as cur:
-        cur.execute("select set_config('lock_timeout', %s, true)", [f"{int(max(lock_timeout, 0.001) * 1000)}ms"])
-        cur.execute("select pg_advisory_xact_lock(hashtext(%s))", [f"mallscore.publish:{qualified}"])
-        cur.execute(sql.SQL("create table {} ({})").format(stage, _column_defs(SEGMENT_COLUMNS)))
-        loaded = _copy_batches(cur, stage, _segment_batches(con, batch_rows), on_batch)
-        cur.execute(
-            sql.SQL("alter table {} add constraint {} primary key (customer_id)").format(
-                stage, sql.Identifier(stage_name + "_pkey")
-            )
-        )
-        cur.execute(sql.SQL("analyze {}").format(stage))
-        grants = cur.execute(
-            """
-            select coalesce(r.rolname, 'PUBLIC'), a.privilege_type
-            from pg_class c cross join lateral aclexplode(c.relacl) a
-            left join pg_roles r on r.oid = a.grantee
-            where c.oid = to_regclass(%s) and a.grantee <> c.relowner
-            """,
-            [sql.Identifier(*(p for p in (schema, name) if p)).as_string(pg)],
-        ).fetchall()
-        for grantee, privilege in grants:
-            if privilege in _GRANTABLE:
-                cur.execute(
-                    sql.SQL("grant {} on {} to {}").format(
-                        sql.SQL(privilege), stage, sql.SQL("public") if grantee == "PUBLIC" else sql.Identifier(grantee)
-                    )
-                )
-        # the swap: waits for readers of the old table at most lock_timeout
-        cur.execute(sql.SQL("drop table if exists {}").format(target))
-        cur.execute(sql.SQL("alter table {} rename to {}").format(stage, sql.Identifier(name)))
-        cur.execute(
-            sql.SQL("alter table {} rename constraint {} to {}").format(
-                target, sql.Identifier(stage_name + "_pkey"), sql.Identifier(name + "_pkey")
-            )
-        )
-        cur.execute(sql.SQL("create table if not exists {} ({})").format(runs_table, _column_defs(RUN_COLUMNS)))
-        cur.execute(sql.SQL("delete from {} where run_id = any(%s)").format(runs_table), [[r[0] for r in runs]])
-        if runs:
-            cur.executemany(
-                sql.SQL("insert into {} values ({})").format(
-                    runs_table, sql.SQL(", ").join(sql.Placeholder() * len(RUN_COLUMNS))
-                ),
-                [(*r, published_at) for r in runs],
-            )
-    return loaded
-
-
-def _copy_batches(cur, table, batches: Iterator[pa.RecordBatch], on_batch: BatchHook | None) -> int:
-    """COPY Arrow batches into ``table``: binary format when every column encodes, else CSV; returns rows."""
-    import pyarrow.csv as pacsv
-    from psycopg import sql
-    from psycopg.copy import QueuedLibpqWriter
-
-    from mallscore import pgcopy
-
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return 0
-    binary = pgcopy.encodable(first.schema)
-    names = pgcopy.column_order(first.schema) if binary else first.schema.names
-    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
-        table, sql.SQL(", ").join(sql.Identifier(c) for c in names), sql.SQL("binary" if binary else "csv")
-    )
-    options = pacsv.WriteOptions(include_header=False)
-    loaded = 0
-    # the queued writer sends from a thread, so the server parses one batch while we encode the next
-    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        if binary:
-            copy.write(pgcopy.HEADER)
-        for batch in itertools.chain([first], batches):
-            if binary and not any(c.null_count for c in batch.columns):
-                copy.write(pgcopy.encode_batch(batch))
-            elif binary:
-                raise ValueError("NULL in a NOT NULL segments column")
-            else:
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, options)
-                copy.write(buffer.getvalue())
-            loaded += batch.num_rows
-            if on_batch:
-                on_batch(loaded)
-        if binary:
-            copy.write(pgcopy.TRAILER)
-    return loaded
-
-
-def _column_defs(columns: tuple[tuple[str, str], ...]):
-    from psycopg import sql
-
-    return sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns)
-
-
-# --- any other SQLAlchemy database: chunked inserts into a staging table, swap ---------
-
-
-def _sa_tables(metadata, schema: str | None, stage_name: str, runs_name: str):
-    import sqlalchemy as sa
-
-    types = {
-        "bigint": sa.BigInteger,
-        "text": sa.Text,
-        "double precision": sa.Double,
-        "boolean": sa.Boolean,
-        "timestamp": sa.DateTime,
-    }
-
-    def column(name: str, spec: str) -> sa.Column:
-        base = next(t for t in sorted(types, key=len, reverse=True) if spec.startswith(t))
-        kind = types[base]() if base != "text" else sa.String(200) if name == "run_id" else sa.Text()
-        return sa.Column(
-            name,
-            kind,
-            nullable="not null" not in spec and "primary key" not in spec,
-            primary_key=name == "customer_id" or "primary key" in spec,
-        )
-
-    stage = sa.Table(stage_name, metadata, *(column(c, t) for c, t in SEGMENT_COLUMNS), schema=schema)
-    runs = sa.Table(runs_name, metadata, *(column(c, t) for c, t in RUN_COLUMNS), schema=schema)
-    return stage, runs
-
-
-def _publish_generic(conn, con, schema, name, runs, published_at, batch_rows, on_batch) -> int:
-    import sqlalchemy as sa
-
-    metadata = sa.MetaData()
-    stage_name = f"{name}__stage_{secrets.token_hex(4)}"
-    stage, runs_table = _sa_tables(metadata, schema, stage_name, name + "_runs")
-    preparer = conn.dialect.identifier_preparer
-    target = preparer.quote_schema(schema) + "." + preparer.quote(name) if schema else preparer.quote(name)
-    stage.create(conn)
-    loaded = 0
-    for batch in _segment_batches(con, batch_rows):
-        records = batch.to_pylist()
-        for start in range(0, len(records), INSERT_CHUNK_ROWS):
-            conn.execute(stage.insert(), records[start : start + INSERT_CHUNK_ROWS])
-        loaded += batch.num_rows
-        if on_batch:
-            on_batch(loaded)
-    conn.execute(sa.text(f"drop table if exists {target}"))
-    conn.execute(sa.text(f"alter table {preparer.format_table(stage)} rename to {preparer.quote(name)}"))
-    runs_table.create(conn, checkfirst=True)
-    conn.execute(runs_table.delete().where(runs_table.c.run_id.in_([r[0] for r in runs])))
-    if runs:
-        names = [c for c, _ in RUN_COLUMNS]
-        conn.execute(runs_table.insert(), [dict(zip(names, (*r, published_at))) for r in runs])
-    return loaded

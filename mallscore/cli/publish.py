@@ -29,31 +29,44 @@ def publish(
         None,
         "--lock-timeout",
         metavar="SECONDS",
-        help="How long to wait for the warehouse lock and for readers of the target table [env MALLSCORE_LOCK_TIMEOUT; default 60].",
+        help="How long to wait for the warehouse lock and for another publisher of the same table [env MALLSCORE_LOCK_TIMEOUT; default 60].",
+    ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="Rewrite every row even when the target holds an earlier run of this warehouse (default: incremental).",
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="Print {target, table, rows, run_ids, method, seconds} as JSON."
+        False,
+        "--json",
+        help="Print {mode, rows_written, table, run_id, target, rows, inserted, updated, deleted, ...} as JSON.",
     ),
 ) -> None:
     """Publish segments (and their scoring_runs rows) to another database in one transaction.
 
-    Readers of the target see yesterday's table or today's, never a mix: the
-    rows are bulk-loaded (COPY on PostgreSQL) into a staging table that is
-    swapped in at commit. Exit 75 when the target is unreachable or busy (retry),
-    78 when the credentials, the database or a permission is wrong.
+    Only rows change (never DROP/RENAME/TRUNCATE of the live table), so every
+    reader, whatever its isolation level, and pg_dump see the whole old table or
+    the whole new one, and none of them makes the publish wait. Incremental by
+    default: when the target holds an earlier run of this warehouse (recorded
+    in NAME_runs), only the customers scored since are upserted and the removed
+    ones deleted; otherwise, or with --full, every row is rewritten. Exit 75
+    when the target is unreachable or busy (retry), 78 when the credentials,
+    the database or a permission is wrong.
     """
     from mallscore.database import resolve_url
     from mallscore.publish import publish_segments
 
     settings = settings_from(ctx, lock_timeout=lock_timeout)
     url = resolve_url(to, settings.publish_url, "MALLSCORE_PUBLISH_URL", "target")
-    result = publish_segments(settings, url, table or settings.publish_table)
+    result = publish_segments(settings, url, table or settings.publish_table, full=full)
     if json_out:
         emit_json(result)
         return
+    detail = f"+{result['inserted']:,} ~{result['updated']:,} -{result['deleted']:,}"
     typer.echo(
-        f"published {result['rows']:,} segments to {result['table']} on {result['target']} "
-        f"({result['method']}, {result['seconds']:.2f}s; runs: {', '.join(result['run_ids'])})"
+        f"published run {result['run_id']} to {result['table']} on {result['target']}: {result['mode']}, "
+        f"{result['rows_written']:,} rows written ({detail}), {result['rows']:,} segments "
+        f"({result['method']}, {result['seconds']:.2f}s)"
     )
 
 

@@ -107,7 +107,14 @@ def test_publish_table_payloads_are_refused_and_a_keyword_name_is_quoted(
     with psycopg.connect(pg_server.url(), autocommit=True) as c:
         assert c.execute('select count(*) from public."select"').fetchall() == [(500,)]
         assert c.execute('select count(*) from public."select_runs"').fetchall() == [(1,)]
-    assert _pg_tables(pg_server) - before == {"select", "select_runs", "select_pkey", "select_runs_pkey"}
+    assert _pg_tables(pg_server) - before == {
+        "select",
+        "select_runs",
+        "select_pkey",
+        "select_runs_pkey",
+        "select_changes",
+        "select_changes_run_id",
+    }
     assert _segments(scored) == 500
     _no_leak(tmp_path, scored.warehouse.parent)
 
