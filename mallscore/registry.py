@@ -8,21 +8,18 @@ Layout::
     models_dir/<spec>/CHAMPION               the champion's version (one line, replaced atomically)
     models_dir/<spec>/promotions.log         one JSON line per promotion (audit trail)
 
-A version folder appears in one ``rename`` of a fully written temporary folder,
-so a crash never leaves half a model. ``verify_model`` checks the card's own
-sha256 (``card_sha256``: sha256 of the canonical JSON of the card without that
-key, see :func:`canonical_json`) and the ONNX file's sha256 *before* anything is
-handed to onnxruntime; any mismatch, missing file, symlink or path escaping
-``models_dir`` is a :class:`ConfigError` (exit 78).
+A version folder appears in one ``rename`` of a fully written temporary folder.
+``verify_model`` checks the card (its seal and contract, :mod:`mallscore.cards`)
+and the ONNX file's sha256 before anything reaches onnxruntime; any mismatch,
+missing file, symlink or path escaping ``models_dir`` is a ConfigError (78).
 
 Promotion rule (automatic, after training): the first promotable model of a spec
 becomes champion; a later one replaces the champion unless its nested-CV ROC-AUC
 mean is lower than the champion's by more than the noise,
 ``sqrt(se_new^2 + se_champion^2)`` with ``se = std / sqrt(outer folds)``.
-Models trained with leakage allowed are never promoted automatically.
-Rollback is promoting an older version.
+Leaky models are never promoted automatically. Rollback = promote an older version.
 
-This module is on the scoring path: it imports only the standard library.
+On the scoring path: it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -40,9 +37,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mallscore import atomic
+from mallscore.cards import CARD_FORMAT, card_digest, parse_card, seal_card, verify_graph
 from mallscore.errors import BadInputError, ConfigError
 
-CARD_FORMAT = 1
+__all__ = [
+    "CARD_FORMAT",
+    "card_digest",
+    "parse_card",
+    "seal_card",
+    "verify_graph",
+]  # re-exported: cards are registry business
+
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "report.html"
@@ -51,8 +56,6 @@ PROMOTIONS_LOG = "promotions.log"
 FILE_MODE = 0o600  # models are readable by their owner only (README, Operations: file permissions)
 DIR_MODE = 0o700
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_CARD_BYTES = 4 << 20  # a real card is a few tens of KiB
-MAX_CARD_DEPTH = 32  # nesting of JSON objects and arrays
 
 
 class ModelNotFoundError(ConfigError):
@@ -67,27 +70,6 @@ def validate_name(kind: str, name: str) -> str:
             "starting with a letter or digit, without '..'"
         )
     return name
-
-
-def canonical_json(obj: object) -> bytes:
-    """Canonical JSON: sorted keys, no spaces, UTF-8, no NaN/Infinity (what card_sha256 is taken over)."""
-    try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
-        raise ConfigError(f"model card is not canonical JSON: {exc}") from None
-    return text.encode("utf-8")
-
-
-def card_digest(card: dict) -> str:
-    """sha256 of the canonical JSON of ``card`` without its ``card_sha256`` key."""
-    return hashlib.sha256(canonical_json({k: v for k, v in card.items() if k != "card_sha256"})).hexdigest()
-
-
-def seal_card(card: dict) -> dict:
-    """A copy of ``card`` with ``card_sha256`` set."""
-    sealed = {k: v for k, v in card.items() if k != "card_sha256"}
-    sealed["card_sha256"] = card_digest(sealed)
-    return sealed
 
 
 def new_version(spec: str, now: datetime | None = None) -> str:
@@ -161,43 +143,6 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     return final
 
 
-def _depth(raw: bytes) -> int:
-    """The deepest nesting of JSON objects and arrays in ``raw`` (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x7B, 0x5B):  # { [
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x7D, 0x5D):
-            depth -= 1
-    return deepest
-
-
-def parse_card(raw: bytes, where: object) -> dict:
-    """The card in ``raw``: bounded in size and depth, UTF-8 JSON, an object (ConfigError otherwise)."""
-    if len(raw) > MAX_CARD_BYTES:
-        raise ConfigError(f"model card {where} is {len(raw):,} bytes, over the {MAX_CARD_BYTES:,}-byte limit")
-    if _depth(raw) > MAX_CARD_DEPTH:
-        raise ConfigError(f"model card {where} nests deeper than {MAX_CARD_DEPTH} levels; it is not a model card")
-    try:
-        card = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model card {where} is not valid JSON ({exc}); retrain or promote another version") from None
-    if not isinstance(card, dict):
-        raise ConfigError(f"model card {where} is not a JSON object")
-    return card
-
-
 def verify_model(card_path: Path) -> tuple[dict, bytes]:
     """Check a card (its sha256, then its contract) and its ONNX file's sha256; return (card, onnx bytes).
 
@@ -233,42 +178,6 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
             "training?); retrain, or promote another version"
         )
     return card, onnx_bytes
-
-
-def verify_graph(card: dict, onnx_bytes: bytes) -> None:
-    """The ONNX graph takes the card's inputs as float [N, 1] tensors and its probability output is float [N, 2].
-
-    For the commands that vouch for a model without running it (``models show``,
-    ``promote``); scoring checks the same on its onnxruntime session. Imports the
-    ``onnx`` package, so it is never called on the scoring path.
-    """
-    import onnx
-
-    where = f"model {card.get('spec')}/{card.get('version')}"
-    try:
-        graph = onnx.load_from_string(onnx_bytes).graph
-    except Exception:  # the protobuf parser raises several types
-        raise ConfigError(f"{where}: model.onnx is not a readable ONNX graph") from None
-
-    def shape(value) -> tuple[int, list]:
-        tensor = value.type.tensor_type
-        return tensor.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-
-    constants = {i.name for i in graph.initializer}
-    inputs = {i.name: shape(i) for i in graph.input if i.name not in constants}
-    expected = [str(i["name"]) if isinstance(i, dict) else str(i) for i in card["onnx"].get("inputs", [])]
-    if list(inputs) != expected:
-        raise ConfigError(f"{where}: the ONNX graph's inputs {list(inputs)} are not the card's {expected}")
-    for name, (elem, dims) in inputs.items():
-        if elem != onnx.TensorProto.FLOAT or len(dims) != 2 or dims[1] != 1:
-            raise ConfigError(f"{where}: ONNX input {name!r} is not a float tensor of shape [N, 1]")
-    outputs = {o.name: shape(o) for o in graph.output}
-    output = card["onnx"].get("probability_output")
-    if output not in outputs:
-        raise ConfigError(f"{where}: the ONNX graph has no output {output!r} (the card's probability output)")
-    elem, dims = outputs[output]
-    if elem != onnx.TensorProto.FLOAT or len(dims) != 2 or dims[1] not in (2, None):
-        raise ConfigError(f"{where}: the card's probability output {output!r} is not a float tensor of shape [N, 2]")
 
 
 def _spec_dirs(root: Path) -> list[Path]:
@@ -526,7 +435,7 @@ def _auto_promote(root: Path, card: dict) -> tuple[bool, str]:
 
 
 def check_writable(models_dir: Path) -> Path:
-    """Create ``models_dir`` if needed and prove a file can be written there (ConfigError if not), before long work."""
+    """Create ``models_dir`` if needed and prove it is writable (ConfigError if not), before long work."""
     root = _root(models_dir)
     try:
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
