@@ -6,7 +6,8 @@ copies) define the columns once; publishing reads them from DuckDB's catalog
 file's ``-- unique_key:`` mark) and maps every type through
 :func:`column_type` to SQLAlchemy, which renders PostgreSQL's DDL as well as
 any other database's. A column added to the SQL is published without touching
-Python.
+Python. :func:`read_source` reads what a publish copies: the columns, the rows'
+count, and the runs they reflect.
 """
 
 from __future__ import annotations
@@ -111,3 +112,72 @@ def sa_table(metadata, schema: str | None, name: str, columns: list[Column], *, 
         schema=schema,
         prefixes=["TEMPORARY"] if temp else [],
     )
+
+
+# --- what the warehouse publishes ---------------------------------------------------------------
+
+# Runs that ended without changing segments; any other status may have written rows.
+NOT_WRITTEN = ("running", "failed", "abandoned")
+
+
+@dataclass
+class Source:
+    """What the warehouse holds: the derived schema, the rows to publish and the run they reflect."""
+
+    segment_columns: list[Column]
+    run_columns: list[Column]
+    rows: int
+    run_ids: list[str]  # runs with rows in segments
+    run_id: str | None  # the latest run whose result segments holds
+    runs: list[tuple]  # scoring_runs rows to publish (run_ids and run_id)
+    archive: bool  # the warehouse keeps replaced and removed rows in segment_archive
+    feed: bool  # the warehouse has a segment_changes feed
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.name for c in self.segment_columns if c.key]
+
+
+def read_source(con: duckdb.DuckDBPyConnection) -> Source:
+    segment_columns = warehouse_columns(con, "segments")
+    if not any(c.key for c in segment_columns):
+        raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
+    run_columns = warehouse_columns(con, "scoring_runs")
+    rows = con.execute("select count(*) from segments").fetchall()[0][0]
+    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
+    latest = con.execute(
+        "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
+        "(select unnest($done)) order by started_at desc, run_id desc limit 1",
+        {"ids": run_ids, "done": list(NOT_WRITTEN)},
+    ).fetchall()
+    run_id = latest[0][0] if latest else None
+    names = ", ".join(quote(c.name) for c in run_columns)
+    runs = con.execute(
+        f"select {names} from scoring_runs where list_contains($ids, run_id) order by run_id",
+        {"ids": sorted(set(run_ids) | ({run_id} if run_id else set()))},
+    ).fetchall()
+    tables = {
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'main' "
+            "and table_name in ('segment_archive', 'segment_changes')"  # tables and views
+        ).fetchall()
+    }
+    return Source(
+        segment_columns,
+        run_columns,
+        rows,
+        run_ids,
+        run_id,
+        runs,
+        "segment_archive" in tables,
+        "segment_changes" in tables,
+    )
+
+
+def quote(name: str) -> str:
+    """A double-quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- entry points ------------------------------------------------------------------------------
