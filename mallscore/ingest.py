@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -468,6 +469,14 @@ def _restore(con: duckdb.DuckDBPyConnection, before: dict[str, str]) -> None:
     con.execute(f"set preserve_insertion_order = {str(before['preserve_insertion_order']).lower() == 'true'}")
 
 
+def _quietly(action: Any, *args: Any) -> None:
+    """Clean up after a failure without hiding it: the first error is the one a person must see."""
+    try:
+        action(*args)
+    except duckdb.Error:
+        pass
+
+
 def load_chunks(
     con: duckdb.DuckDBPyConnection,
     chunks: Iterable[pa.Table | pa.RecordBatch],
@@ -491,16 +500,16 @@ def load_chunks(
                 raise stream.error from None
             raise
         finally:
-            con.unregister("incoming_customers")
+            _quietly(con.unregister, "incoming_customers")
         result = _reject_and_upsert(con, load_id, source, started)
         con.execute("drop table ingest_stage")  # never committed: it lived only inside this transaction
         con.execute("drop table ingest_duplicate_ids")
         con.commit()
     except BaseException:
-        con.rollback()
+        _quietly(con.rollback)  # after a failed write (a full disk) DuckDB may have ended the transaction itself
         raise
     finally:
-        _restore(con, before)
+        _quietly(_restore, con, before)
     return result
 
 
