@@ -502,7 +502,7 @@ def load_chunks(
         finally:
             _quietly(con.unregister, "incoming_customers")
         result = _reject_and_upsert(con, load_id, source, started)
-        con.execute("drop table ingest_stage")  # never committed: it lived only inside this transaction
+        con.execute("drop table mallscore_ingest_stage")  # never committed: it lived only inside this transaction
         con.execute("drop table ingest_duplicate_ids")
         con.commit()
     except BaseException:

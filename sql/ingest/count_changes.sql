@@ -1,6 +1,6 @@
 -- Rows in, rejected, and what the upsert will do to raw_customers: new, changed, unchanged ids.
 with staged as (
-    select * from ingest_stage
+    select * from mallscore_ingest_stage
 ),
 
 valid as (

@@ -1,6 +1,6 @@
 -- Upsert, step 1: remove the customers this load changes (an identical row stays untouched).
 delete from raw_customers as r
-using ingest_stage as v
+using mallscore_ingest_stage as v
 where v.reason is null
   and r.customer_id = v.customer_id
   and (r.gender, r.age, r.annual_income, r.spending_score)

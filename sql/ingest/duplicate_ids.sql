@@ -2,7 +2,7 @@
 -- will not guess which line is right). Lines rejected for another reason still count.
 create or replace temp table ingest_duplicate_ids as
 select customer_id
-from ingest_stage
+from mallscore_ingest_stage
 where customer_id is not null
 group by customer_id
 having count(*) > 1

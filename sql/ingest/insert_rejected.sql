@@ -17,7 +17,7 @@ with rejected as (
             when raw_spending_score is null and plain then coalesce(cast(spending_score as varchar), '')
             else raw_spending_score
         end as raw_spending_score
-    from ingest_stage
+    from mallscore_ingest_stage
     where reason is not null
 ),
 

@@ -1,4 +1,4 @@
--- Parse and validate raw incoming rows, one row at a time, into ingest_stage: a table that lives only
+-- Parse and validate raw incoming rows, one row at a time, into mallscore_ingest_stage: a table that lives only
 -- inside the load's transaction (dropped before the commit; a table in the file, not in memory, so
 -- a large input does not grow the memory). reason is NULL for a row that passes.
 -- Every rule yields a message a person can act on; the first failing rule wins. The one rule
@@ -10,7 +10,7 @@
 -- mallscore/ingest.py) is read with plain casts and only its ranges are checked; its raw text
 -- is not kept, because it is exactly what its parsed values print as (insert_rejected.sql).
 -- Every case below gives the same result for a plain row as the full rules would.
-create or replace table ingest_stage as
+create or replace table mallscore_ingest_stage as
 with incoming as (
     select * from incoming_customers
     where line_no > 0

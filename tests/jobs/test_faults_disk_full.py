@@ -116,7 +116,7 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_succeeds_after_space_is_freed(s
     assert_clean_failure(out, settings.warehouse.parent)
     after = counts(settings.warehouse)
     assert after == before  # nothing of the failed load, the first load whole
-    assert "ingest_stage" not in after[3]
+    assert "mallscore_ingest_stage" not in after[3]
     filler.unlink()
     again = run(settings, "ingest", big, "--json")
     assert again.returncode == 0, again.stderr

@@ -101,7 +101,7 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path):
         killed = _kill(proc, kind, rng.uniform(0.05, 1.0), settings.warehouse, wall)
         where = f"trial {trial} ({kind}, killed={killed})"
         state = _state(settings.warehouse)  # it must open
-        assert "ingest_stage" not in state[2], where
+        assert "mallscore_ingest_stage" not in state[2], where
         if state[0] == before[0]:
             assert state[1] == before[1], f"{where}: no load row, yet the customers changed: {state[1]}"
             outcomes.append("nothing")

@@ -152,3 +152,23 @@ def test_the_reader_streams_in_blocks_and_needs_no_python_loop_for_plain_rows(tm
     rows = sum(int(pa.compute.sum(pa.compute.greater(b.column("line_no"), 0)).as_py()) for b in batches)
     assert rows == 20000
     assert all(b.column("plain").to_pylist()[0::2] == [True] * (b.num_rows // 2) for b in batches)
+
+
+def test_invalid_utf8_past_the_head_reloads_the_whole_file_as_latin1(con, tmp_path):
+    rows = "".join(f"{i},Male,30,50,40\n" for i in range(1, 5001)).encode()  # > 64 KiB of ASCII first
+    assert len(rows) > 65536
+    path = tmp_path / "c.csv"
+    path.write_bytes(
+        (H + ",Name\n").encode() + rows.replace(b"\n", b",x\n") + "5001,Female,30,50,,Jos\xe9\n".encode("latin-1")
+    )
+    result = ingest_csv(con, path)
+    assert (result.rows_in_file, result.loaded, result.rejected) == (5001, 5001, 0)
+    assert con.execute("select count(*) from ingest_loads").fetchone()[0] == 1  # the UTF-8 attempt left nothing
+
+
+def test_classic_mac_line_endings_still_load(con, tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes((H + "\r1,Male,30,50,40\r2,Female,31,60,\r3,Robot,30,50,40\r").encode())
+    result = ingest_csv(con, path)
+    assert (result.rows_in_file, result.loaded, result.rejected) == (3, 2, 1)
+    assert con.execute("select line_no from rejected_rows").fetchall() == [(4,)]
