@@ -286,7 +286,11 @@ def _block_batches(block: bytes, first_line: int, layout: _CsvLayout) -> tuple[l
         # the usual block: every line has exactly width - 1 separators, no quotes
         grid = seps.reshape(n, w1)
         if (grid[:, 0] >= starts).all() and (grid[:, -1] < ends).all():
-            return [_fast_rows(block, np.arange(n), starts, ends, grid, first_line, layout)], n
+            counted = None
+            if layout.width == len(COLUMNS):  # no extra column: count non-digits per line in one pass
+                nondigits = ((arr - np.uint8(48)) > 9).view(np.uint8)
+                counted = (np.add.reduceat(nondigits, starts, dtype=np.int32), w1 + 1 + cr_end)
+            return [_fast_rows(block, np.arange(n), starts, ends, grid, first_line, layout, counted)], n
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
     if len(quotes):
@@ -313,8 +317,13 @@ def _fast_rows(
     grid: np.ndarray,
     first_line: int,
     layout: _CsvLayout,
+    counted: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pa.RecordBatch:
-    """Rows whose lines have exactly the header's number of fields and no quotes: zero-copy column views."""
+    """Rows whose lines have exactly the header's number of fields and no quotes: zero-copy column views.
+
+    ``counted``: the non-digit bytes of each whole line and how many of them are not
+    the gender's (separators, line break), when every line of the block is a row.
+    """
     k = len(rows)
     columns, bounds = [], []
     for pos in layout.positions:
@@ -326,12 +335,17 @@ def _fast_rows(
     line_no[0::2] = first_line + rows
     line_nos = pa.Array.from_buffers(pa.int64(), 2 * k, [None, pa.py_buffer(line_no)])
     plain = np.zeros(2 * k, bool)
-    plain[0::2] = _plain_rows(np.frombuffer(block, np.uint8), bounds)
+    plain[0::2] = _plain_rows(np.frombuffer(block, np.uint8), bounds, *(counted or (None, None)))
     plains = pa.Array.from_buffers(pa.bool_(), 2 * k, [None, pa.py_buffer(np.packbits(plain, bitorder="little"))])
     return pa.RecordBatch.from_arrays([line_nos, *columns, pa.nulls(2 * k, pa.string()), plains], schema=STAGE_SCHEMA)
 
 
-def _plain_rows(arr: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _plain_rows(
+    arr: np.ndarray,
+    bounds: list[tuple[np.ndarray, np.ndarray]],
+    line_nondigits: np.ndarray | None = None,
+    line_extra: np.ndarray | None = None,
+) -> np.ndarray:
     """Rows whose fields are all in their plain form, which validation reads with plain casts.
 
     Plain: the id 1-18 digits, gender exactly Male or Female, age 1-3 digits, income 1-9
@@ -339,25 +353,38 @@ def _plain_rows(arr: np.ndarray, bounds: list[tuple[np.ndarray, np.ndarray]]) ->
     exactly what the parsed value prints as, and need not be kept for a rejected row).
     Everything else takes the full rules; a plain row still gets the range rules.
     """
-    nondigits = np.zeros(len(arr) + 1, np.int32)
-    np.cumsum((arr - np.uint8(48)) > 9, dtype=np.int32, out=nondigits[1:])
     last = len(arr) - 1
+    (id_b, gender_b, age_b, income_b, score_b) = bounds
+    if line_nondigits is None:  # count the non-digit bytes of each number field
+        nondigits = np.zeros(len(arr) + 1, np.int32)
+        np.cumsum((arr - np.uint8(48)) > 9, dtype=np.int32, out=nondigits[1:])
+        digits = np.ones(len(id_b[0]), bool)
+        for field_starts, field_ends in (id_b, age_b, income_b, score_b):
+            digits &= nondigits[field_ends] == nondigits[field_starts]
+    else:  # the line's only non-digits are its separators, the gender and the line break
+        digits = line_nondigits == line_extra + (gender_b[1] - gender_b[0])
 
     def number(bound: tuple[np.ndarray, np.ndarray], most: int, empty_ok: bool = False) -> np.ndarray:
         starts, ends = bound
         size = ends - starts
-        ok = (size >= 1) & (size <= most) & (nondigits[ends] == nondigits[starts])
+        ok = (size >= 1) & (size <= most)
         ok &= (size == 1) | (arr[np.minimum(starts, last)] != 48)
         return ok | (size == 0) if empty_ok else ok
 
-    (id_b, gender_b, age_b, income_b, score_b) = bounds
-    starts, ends = gender_b
-    size = ends - starts
-    head = arr[np.minimum(starts[:, None] + np.arange(6), last)]
-    male = (size == 4) & (head[:, :4] == np.frombuffer(b"Male", np.uint8)).all(axis=1)
-    female = (size == 6) & (head == np.frombuffer(b"Female", np.uint8)).all(axis=1)
+    def word(text: bytes) -> np.ndarray:
+        starts, ends = gender_b
+        ok = ends - starts == len(text)
+        for i, byte in enumerate(text):
+            ok &= arr[np.minimum(starts + i, last)] == byte
+        return ok
+
     return (
-        (male | female) & number(id_b, 18) & number(age_b, 3) & number(income_b, 9) & number(score_b, 3, empty_ok=True)
+        (word(b"Male") | word(b"Female"))
+        & digits
+        & number(id_b, 18)
+        & number(age_b, 3)
+        & number(income_b, 9)
+        & number(score_b, 3, empty_ok=True)
     )
 
 
