@@ -22,9 +22,11 @@ import codecs
 import csv
 import io
 import itertools
+import queue
 import re
 import secrets
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -540,14 +542,52 @@ def load_chunks(
     return result
 
 
+def _read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """``items`` produced by a thread, up to ``depth`` ahead: the next block is cut (numpy, GIL released)
+    while DuckDB validates this one. An error in the thread is raised here, in order."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="mallscore-csv-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()  # the consumer stopped (done, failed or abandoned): the thread ends at its next step
+
+
 def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path) -> LoadResult:
     """Load one customers CSV file (see module docstring for the rules)."""
     path = Path(path)
     source = f"csv:{path.name}"
     try:
-        return load_chunks(con, csv_chunks(path), source=source)
+        return load_chunks(con, _read_ahead(csv_chunks(path)), source=source)
     except _RetryLatin1:
-        return load_chunks(con, _csv_batches(_read_header(path, "latin-1"), BLOCK_BYTES), source=source)
+        return load_chunks(con, _read_ahead(_csv_batches(_read_header(path, "latin-1"), BLOCK_BYTES)), source=source)
 
 
 def _reject_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: str, started: datetime) -> LoadResult:
