@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 
 from mallscore import atomic
-from mallscore.errors import TemporaryError
+from mallscore.errors import DiskFullError, TemporaryError, disk_full_error
 from mallscore.settings import Settings
 
 ANALYST_RELATIONS = ("segments", "segment_summary", "segment_history", "scoring_runs", "features_customer")
@@ -52,7 +52,16 @@ def publish_snapshot(
     target = settings.snapshot
     for leftover in atomic.leftovers(target):  # from a killed run; we hold the lock
         leftover.unlink(missing_ok=True)
-    con.execute("checkpoint")
+    try:
+        con.execute("checkpoint")
+    except duckdb.Error as exc:
+        if disk_full_error(exc) is None:
+            raise
+        raise DiskFullError(
+            f"no space left on the device to checkpoint {settings.warehouse} before publishing the analyst snapshot "
+            f"{target}; the previous snapshot was kept: free space on {target.parent} (df -h {target.parent}) "
+            "and run the same command again"
+        ) from None
     wal = settings.warehouse.with_name(settings.warehouse.name + ".wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise TemporaryError(
@@ -69,6 +78,11 @@ def publish_snapshot(
     try:
         atomic.copy_file(settings.warehouse, target, mode=SNAPSHOT_MODE, before_replace=ready)
     except OSError as exc:
+        if disk_full_error(exc) is not None:
+            raise DiskFullError(
+                f"no space left on the device for the analyst snapshot {target}; the previous snapshot was kept: "
+                f"free space on {target.parent} (df -h {target.parent}) and run the same command again"
+            ) from None
         raise TemporaryError(f"cannot publish the analyst snapshot {target}: {exc.strerror or exc}") from None
     except duckdb.Error as exc:
         raise TemporaryError(

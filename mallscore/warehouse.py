@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from mallscore.errors import ConfigError, InputMissingError, LockedError
+from mallscore.errors import ConfigError, InputMissingError, LockedError, disk_full_error
 from mallscore.settings import Settings
 
 SQL_PACKAGE = "mallscore.sql"  # sql/ at the top of the repo, mapped into the package (pyproject.toml)
@@ -137,6 +137,8 @@ def connect(
             return con
         except duckdb.IOException as exc:
             message = str(exc)
+            if (full := disk_full_error(exc, path)) is not None:
+                raise full from None
             if "Could not set lock" not in message and "Conflicting lock" not in message:
                 raise ConfigError(f"cannot open warehouse {path}: {message.splitlines()[0]}") from None
             if time.monotonic() >= deadline:
@@ -147,6 +149,8 @@ def connect(
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.01)))
             delay = min(delay * 2, 2.0)
         except duckdb.Error as exc:
+            if (full := disk_full_error(exc, path)) is not None:
+                raise full from None
             raise ConfigError(
                 f"warehouse {path} cannot be opened ({str(exc).splitlines()[0]}); "
                 "its files were left untouched: see README, Operations"

@@ -6,11 +6,12 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from mallscore.errors import EXIT_SIGINT, EXIT_UNEXPECTED, MallscoreError
+from mallscore.errors import EXIT_SIGINT, EXIT_UNEXPECTED, MallscoreError, disk_full_error
 from mallscore.settings import Settings, debug_enabled, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +44,9 @@ def cli_errors(func: F) -> F:
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_SIGINT) from None
         except Exception as exc:  # the last resort: still one line
+            full = disk_full_error(exc, _warehouse_of(kwargs.get("ctx")))
+            if full is not None:  # raised by DuckDB or the file system wherever a write happens
+                raise fail(str(full), full.exit_code) from None
             if debug_enabled():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
@@ -52,6 +56,14 @@ def cli_errors(func: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warehouse_of(ctx: typer.Context | None) -> Path | None:
+    """The warehouse the failed command was using, to name it in a message (None if unknown)."""
+    try:
+        return settings_from(ctx).warehouse if ctx is not None else load_settings().warehouse
+    except Exception:  # a message must never fail
+        return None
 
 
 def emit_json(obj: Any) -> None:

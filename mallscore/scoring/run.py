@@ -101,7 +101,10 @@ def _start_run(con: duckdb.DuckDBPyConnection, params: dict) -> None:
         run_statement(con, "start_run", params)
         con.commit()
     except BaseException:
-        con.rollback()
+        try:
+            con.rollback()
+        except duckdb.Error:
+            pass  # a failed commit (a full disk) already ended the transaction; the first error is the one to see
         raise
 
 
@@ -418,5 +421,8 @@ def _fail(con: duckdb.DuckDBPyConnection, run_id: str, exc: BaseException, signa
         _end_failed_run(con, run_id, "aborted", f"stopped by {name}; rolled back")
         raise _interrupted(signals, f"run {run_id} stopped by {name}: rolled back, nothing written") from None
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    _end_failed_run(con, run_id, "failed", f"{type(exc).__name__}: {message}")
+    try:
+        _end_failed_run(con, run_id, "failed", f"{type(exc).__name__}: {message}")
+    except duckdb.Error:
+        pass  # e.g. a full disk: the row stays 'running' and the next run marks it abandoned
     raise exc

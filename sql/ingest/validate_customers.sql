@@ -1,34 +1,58 @@
--- Parse and validate raw incoming rows. reason is NULL for a row that loads.
--- Every rule yields a message a person can act on; the first failing rule wins.
+-- Parse and validate raw incoming rows, one row at a time, into mallscore_ingest_stage: a table that lives only
+-- inside the load's transaction (dropped before the commit; a table in the file, not in memory, so
+-- a large input does not grow the memory). reason is NULL for a row that passes.
+-- Every rule yields a message a person can act on; the first failing rule wins. The one rule
+-- that needs the whole input (an id on more than one line) is applied after all rows are in:
+-- see duplicate_ids.sql and mark_duplicates.sql.
+-- A CSV source sends filler rows between its rows (line_no 0: the bytes between two fields
+-- of a column, so a column is a zero-copy view of the file's block); they are dropped here.
+-- A row marked plain (digits without leading zeros, gender exactly Male or Female: see
+-- mallscore/ingest.py) is read with plain casts and only its ranges are checked; its raw text
+-- is not kept, because it is exactly what its parsed values print as (insert_rejected.sql).
+-- Every case below gives the same result for a plain row as the full rules would.
+create or replace table mallscore_ingest_stage as
 with incoming as (
     select * from incoming_customers
+    where line_no > 0
 ),
 
 parsed as (
     select
         line_no,
+        problem,
+        plain,
         customer_id as raw_customer_id,
         gender as raw_gender,
         age as raw_age,
         annual_income as raw_annual_income,
         spending_score as raw_spending_score,
-        trim(coalesce(customer_id, '')) as id_text,
+        case when plain then customer_id else trim(coalesce(customer_id, '')) end as id_text,
         case
+            when plain then cast(customer_id as bigint)
             when regexp_full_match(trim(coalesce(customer_id, '')), '\+?[0-9]{1,18}')
                 then cast(trim(customer_id) as bigint)
         end as customer_id,
-        case upper(trim(coalesce(gender, '')))
-            when 'FEMALE' then 'Female'
-            when 'F' then 'Female'
-            when 'MALE' then 'Male'
-            when 'M' then 'Male'
+        case
+            when plain then gender
+            else
+                case upper(trim(coalesce(gender, '')))
+                    when 'FEMALE' then 'Female'
+                    when 'F' then 'Female'
+                    when 'MALE' then 'Male'
+                    when 'M' then 'Male'
+                end
         end as gender,
-        trim(coalesce(age, '')) as age_text,
-        try_cast(trim(age) as double) as age_value,
-        trim(coalesce(annual_income, '')) as income_text,
-        try_cast(trim(annual_income) as double) as income_value,
-        trim(coalesce(spending_score, '')) as score_text,
-        try_cast(trim(spending_score) as double) as score_value
+        case when plain then age else trim(coalesce(age, '')) end as age_text,
+        case when plain then cast(age as double) else try_cast(trim(age) as double) end as age_value,
+        case when plain then annual_income else trim(coalesce(annual_income, '')) end as income_text,
+        case
+            when plain then cast(annual_income as double) else try_cast(trim(annual_income) as double)
+        end as income_value,
+        case when plain then spending_score else trim(coalesce(spending_score, '')) end as score_text,
+        case
+            when plain then cast(nullif(spending_score, '') as double)
+            else try_cast(trim(spending_score) as double)
+        end as score_value
     from incoming
 ),
 
@@ -36,11 +60,11 @@ checked as (
     select
         *,
         case
+            when plain and age_value between 12 and 120 and (score_text = '' or score_value between 1 and 100)
+                then null
             when id_text = '' then 'customer_id is missing'
             when customer_id is null
                 then 'customer_id "' || left(id_text, 40) || '" is not a whole number'
-            when count(*) over (partition by customer_id) > 1
-                then 'customer_id ' || customer_id || ' appears on more than one line of this input; keep one line per customer'
             when trim(coalesce(raw_gender, '')) = '' then 'gender is missing'
             when gender is null
                 then 'gender "' || left(trim(raw_gender), 40) || '" is not one of Male, Female, M, F'
@@ -69,17 +93,23 @@ checked as (
 final as (
     select
         line_no,
-        raw_customer_id,
-        raw_gender,
-        raw_age,
-        raw_annual_income,
-        raw_spending_score,
+        problem,
+        plain,
+        case when not plain or reason is not null or problem is not null then raw_customer_id end as raw_customer_id,
+        case when not plain or reason is not null or problem is not null then raw_gender end as raw_gender,
+        case when not plain or reason is not null or problem is not null then raw_age end as raw_age,
+        case
+            when not plain or reason is not null or problem is not null then raw_annual_income
+        end as raw_annual_income,
+        case
+            when not plain or reason is not null or problem is not null then raw_spending_score
+        end as raw_spending_score,
         customer_id,
         gender,
         case when reason is null then cast(age_value as integer) end as age,
         case when reason is null then income_value end as annual_income,
         case when reason is null and score_text <> '' then cast(score_value as integer) end as spending_score,
-        reason
+        coalesce(problem, reason) as reason
     from checked
 )
 
