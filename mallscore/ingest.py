@@ -55,7 +55,6 @@ _DELIMITERS = (",", ";", "\t", "|")
 CHUNK_ROWS = 50_000  # rows per chunk of a database source
 BLOCK_BYTES = 4 << 20  # bytes of a CSV file read at once
 INGEST_MEMORY_LIMIT = "128MB"  # DuckDB's memory during a load; beyond it, it spills to <warehouse>.tmp
-RAW_VALUE_LIMIT = 200
 STAGE_SCHEMA = pa.schema(
     [
         ("line_no", pa.int64()),
