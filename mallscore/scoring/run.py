@@ -156,22 +156,31 @@ def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
 # Moving a run's replaced segments to the archive joins them with the candidates twice in one
 # transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
 # about every other time with "failed to pin block" (the buffer pool full of the uncommitted archive
-# rows), on main as well; with 256MB it never did. The cap comes back before the stream starts.
+# rows), on main as well; with 256MB it never did, at 10M neither. The cap cannot come back down
+# while the transaction holds those rows, so a run that replaces segments keeps the raised cap until
+# it has committed; a run into an empty segments table (the first night) keeps the job's cap.
 REPLACE_MEMORY_LIMIT = "256MB"
 
 
-@contextmanager
-def _memory_for_replacing(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Raise the job's DuckDB memory cap to REPLACE_MEMORY_LIMIT while replaced segments move (never lower it)."""
-    current = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
-    raise_to = _bytes(REPLACE_MEMORY_LIMIT) > _bytes(str(current))
-    if raise_to:
-        con.execute(f"set memory_limit = '{REPLACE_MEMORY_LIMIT}'")
-    try:
-        yield
-    finally:
-        if raise_to:
-            con.execute(f"set memory_limit = '{current}'")
+def _raise_memory_for_replacing(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Raise the cap to REPLACE_MEMORY_LIMIT when segments has rows to replace; return the cap to restore."""
+    current = str(con.execute("select current_setting('memory_limit')").fetchall()[0][0])
+    if (
+        _bytes(REPLACE_MEMORY_LIMIT) <= _bytes(current)
+        or not con.execute("select exists (from segments)").fetchall()[0][0]
+    ):
+        return None
+    con.execute(f"set memory_limit = '{REPLACE_MEMORY_LIMIT}'")
+    return current
+
+
+def _restore_memory(con: duckdb.DuckDBPyConnection, previous: str | None) -> None:
+    """Put the job's cap back after the transaction (best effort: the connection closes soon anyway)."""
+    if previous is not None:
+        try:
+            con.execute(f"set memory_limit = '{previous}'")
+        except duckdb.Error:
+            pass
 
 
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
@@ -289,10 +298,13 @@ def score_customers(
                 _start_run(con, params)
             except _Stop:
                 raise _interrupted(signals, "stopped before the run started; nothing written") from None
+            previous_cap = _raise_memory_for_replacing(con)
             try:
                 _run_transaction(con, reader_con, model, params, spill, timer, progress, batch_rows)
             except BaseException as exc:
                 _fail(con, run_id, exc, signals)
+            finally:
+                _restore_memory(con, previous_cap)
             if reader_con is not None:
                 reader_con.close()
                 reader_con = None
@@ -324,9 +336,8 @@ def _run_transaction(
     """Archive, score, insert, reject and finish the run's row: one transaction (the change feed follows)."""
     con.begin()
     t = time.perf_counter()
-    with _memory_for_replacing(con):
-        run_statement(con, "archive_replaced", params)
-        run_statement(con, "delete_replaced", params)
+    run_statement(con, "archive_replaced", params)
+    run_statement(con, "delete_replaced", params)
     timer.add("write", t)
     if model.engine == "sql":
         scored, rejected = _score_in_engine(con, model, params, timer, progress)
