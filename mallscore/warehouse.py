@@ -25,6 +25,10 @@ _SQL_FILE = re.compile(r"^(\d{2})_([a-z][a-z0-9_]*)\.sql$")
 _KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+# The storage format new warehouses are written in: the oldest DuckDB 2.0 can still write, which
+# every client from DuckDB 1.0 on reads, so the analyst snapshot stays a plain copy of the file
+# (README, "Opening the snapshot"; bench/bench_snapshot.py measured the alternatives).
+STORAGE_VERSION = "v1.1.0"
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,9 @@ def connect(
     delay = 0.05
     while True:
         try:
-            existed = path.exists()
-            con = duckdb.connect(str(path), read_only=read_only, config=config)
-            if not existed and path.exists():
-                os.chmod(path, 0o600)
-            return con
+            if not read_only and not path.exists():
+                create_database(path)
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             message = str(exc)
             if "Could not set lock" not in message and "Conflicting lock" not in message:
@@ -117,6 +119,19 @@ def connect(
                 f"warehouse {path} cannot be opened ({str(exc).splitlines()[0]}); "
                 "its files were left untouched: see README, Operations"
             ) from None
+
+
+def create_database(path: Path, storage_version: str = STORAGE_VERSION) -> None:
+    """Create an empty DuckDB file at ``path`` (mode 0600) in ``storage_version``'s format.
+
+    DuckDB keeps writing a file in the format it was created in, so every later
+    connection, whatever its settings, leaves it readable by older clients.
+    """
+    con = duckdb.connect(
+        str(path), config={"enable_external_access": "false", "storage_compatibility_version": storage_version}
+    )
+    con.close()
+    os.chmod(path, 0o600)
 
 
 @contextmanager
