@@ -16,7 +16,7 @@ Analysts open the snapshot with their own clients (the DuckDB CLI, DBeaver's
 driver, Python or R), often older than the job's DuckDB 2.0, whose own storage
 format no 1.x client reads. New warehouses are therefore created in the storage
 format of DuckDB 1.1 (:data:`mallscore.warehouse.STORAGE_VERSION`), which DuckDB
-keeps writing for that file, so the copy is readable by every client from 1.0
+keeps writing for that file, so the copy is readable by every client from 1.1
 on. A warehouse created before that, in 2.0's format, still gets a portable
 snapshot: its copy is re-encoded into the old format (slower; the README gives
 the one-time migration that makes it a plain copy again). With
@@ -43,10 +43,10 @@ SNAPSHOT_MODE = 0o600  # owner only, unless MALLSCORE_ANALYST_GROUP names the an
 SHARED_MODE = 0o640  # the snapshot and exported files with MALLSCORE_ANALYST_GROUP set
 SHARED_DIR_MODE = 0o750
 # DuckDB's file header: 8 bytes checksum, the magic "DUCK", then the storage version number.
-# 64 is the number of the formats of DuckDB 0.10 to 1.1, which every client from 1.0 on reads;
-# DuckDB 2.0 writes it for a file created with storage_compatibility_version v1.0.0 or v1.1.0.
+# 64 is the number of the formats of DuckDB 0.10 to 1.1; DuckDB 2.0 writes it for a file created
+# with storage_compatibility_version v1.0.0 or v1.1.0. Written as v1.1.0, the file opens in every
+# client from 1.1.0 on (checked: 1.1.0, 1.1.3, the CLI 1.5.6); 1.0.0 and 0.10.3 fail to deserialize it.
 PORTABLE_STORAGE_NUMBER = 64
-OLDEST_CLIENT = "1.0.0"  # the oldest DuckDB client that opens the snapshot (tested with 1.1.3)
 _CHUNK = 1 << 22
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def storage_number(path: Path) -> int | None:
 
 
 def is_portable(path: Path) -> bool:
-    """True when DuckDB clients from 1.0 on can open the file (its header says storage number 64)."""
+    """True when the file is in the portable format (header number 64; written as v1.1.0 it opens in 1.1.0 on)."""
     return storage_number(path) == PORTABLE_STORAGE_NUMBER
 
 

@@ -25,8 +25,8 @@ _SQL_FILE = re.compile(r"^(\d{2})_([a-z][a-z0-9_]*)\.sql$")
 _KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
-# The storage format new warehouses are written in: the oldest DuckDB 2.0 can still write, which
-# every client from DuckDB 1.0 on reads, so the analyst snapshot stays a plain copy of the file
+# The storage format new warehouses are written in: DuckDB 1.1's, which every client from DuckDB 1.1
+# on reads (2.0's own format no 1.x client reads), so the analyst snapshot stays a plain copy of the file
 # (README, "Opening the snapshot"; bench/bench_snapshot.py measured the alternatives).
 STORAGE_VERSION = "v1.1.0"
 
