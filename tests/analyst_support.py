@@ -100,4 +100,6 @@ def read_with_old_python(clients: OldClients, path: Path, queries: list[str]) ->
 
 def run_as(user: str, *args: object) -> subprocess.CompletedProcess:
     """Run a command as another unix account (tests run as root)."""
-    return subprocess.run(["runuser", "-u", user, "--", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        ["runuser", "-u", user, "--", *map(str, args)], capture_output=True, text=True, errors="replace"
+    )
