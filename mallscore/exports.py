@@ -92,11 +92,13 @@ def _run_exists(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
 
 
 def segments_query(segment: str | None = None, limit: int | None = None) -> Callable[..., Query]:
-    """``mallscore segments``: current segments (one segment's, at most ``limit``), by customer id."""
+    """``mallscore segments``: current segments (one segment's); with ``limit`` the first ``limit`` by customer id."""
 
     def build(con: duckdb.DuckDBPyConnection, source: Path) -> Query:
         _require(con, "segments", source)
-        return Query(_sql("segments"), {"segment": segment, "limit": limit}, "segments")
+        if limit is None:  # everyone: in the table's order (a sort would double a large export's cost)
+            return Query(_sql("segments"), {"segment": segment}, "segments")
+        return Query(_sql("segments_first"), {"segment": segment, "limit": limit}, "segments")
 
     return build
 

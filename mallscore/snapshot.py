@@ -169,7 +169,7 @@ def ensure_shared_folder(folder: Path, gid: int | None) -> None:
         return
     folder.mkdir(parents=True, mode=0o700)
     if gid is not None:
-        os.chown(folder, -1, gid)
+        share_file(folder, gid)
         os.chmod(folder, SHARED_DIR_MODE)
 
 

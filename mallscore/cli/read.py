@@ -73,7 +73,7 @@ def segments(
     output: Path | None = typer.Option(None, "--output", metavar="FILE", help=_OUTPUT_HELP),
     snapshot: bool = typer.Option(False, "--snapshot", help=_SNAPSHOT_HELP),
 ) -> None:
-    """Current segments, one row per customer, by customer id.
+    """Current segments, one row per customer (with --limit: the first N by customer id).
 
     Columns: customer_id, segment, p_high_spender, predicted_high_spender,
     basis, model_version, run_id, scored_at, customer_updated_at.

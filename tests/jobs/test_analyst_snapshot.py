@@ -157,3 +157,13 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copy2(src, dest)
+
+
+def test_an_unknown_analyst_group_is_a_configuration_error(tmp_path: Path) -> None:
+    from mallscore.errors import ConfigError
+    from mallscore.snapshot import analyst_group_id
+
+    assert analyst_group_id(Settings()) is None
+    assert analyst_group_id(Settings(analyst_group="root")) == 0
+    with pytest.raises(ConfigError, match="no-such-group-x.*not a group"):
+        analyst_group_id(Settings(analyst_group="no-such-group-x"))

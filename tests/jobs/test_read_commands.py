@@ -243,3 +243,15 @@ def test_demo_refuses_a_warehouse_with_customers_or_models_with_a_champion(score
     assert done.returncode == 2 and "already holds 500 customers" in done.stderr, done.stderr
     assert query(scored_setup, "select count(*) from raw_customers") == [(500,)]
     assert not (tmp_path / "empty-models").exists()
+
+
+def test_snapshot_reads_never_touch_the_warehouse(scored_setup: Settings) -> None:
+    score_customers(scored_setup)  # publishes the snapshot
+    writer = duckdb.connect(str(scored_setup.warehouse))  # the nightly job, say: nobody else may open it now
+    try:
+        writer.execute("delete from segments where customer_id <= 100")
+        done = _cli(scored_setup, "segments", "--snapshot", "--format", "csv")
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == 501  # last night's segments, from the snapshot
+    finally:
+        writer.close()
