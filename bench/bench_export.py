@@ -91,7 +91,7 @@ def main() -> dict:
         sizes = {n: (root / n).stat().st_size / 2**20 for n in ("base.parquet", "ours.parquet")}
     o, b = statistics.median(ours), statistics.median(base)
     print(
-        f"export: {rows:,} segments to Parquet: mallscore {o:.2f}s ({sizes['ours.parquet']:.0f} MiB, in customer order) "
+        f"export: {rows:,} segments to Parquet: mallscore {o:.2f}s ({sizes['ours.parquet']:.0f} MiB) "
         f"vs duckdb_copy {b:.2f}s ({sizes['base.parquet']:.0f} MiB): ratio {o / b:.2f} (target <= 2)"
     )
     print(
