@@ -31,6 +31,7 @@ from mallscore.settings import Settings
 FORMATS = ("table", "csv", "jsonl", "parquet")
 FILE_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
 ISO_TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
+TABLE_ROWS = 100  # a table on the terminal shows at most this many rows; files have them all
 _COPY_OPTIONS = {
     "csv": f"format csv, header true, timestampformat '{ISO_TIMESTAMP}'",
     "jsonl": f"format json, timestampformat '{ISO_TIMESTAMP}'",
@@ -271,15 +272,16 @@ def export_to_stream(
 
 
 def read_rows(
-    settings: Settings, build: Callable[..., Query], *, snapshot: bool = False
-) -> tuple[list[str], list[tuple]]:
-    """The column names and rows of ``build``, for a table on the terminal."""
+    settings: Settings, build: Callable[..., Query], *, snapshot: bool = False, max_rows: int = TABLE_ROWS
+) -> tuple[list[str], list[tuple], bool]:
+    """The column names and first ``max_rows`` rows of ``build``, for a table on the terminal, and whether more exist."""
     source = source_path(settings, snapshot)
     con = _open(settings, source, None)
     try:
         query = build(con, source)
         cursor = con.execute(query.sql, query.params)
         columns = [d[0] for d in cursor.description]
-        return columns, cursor.fetchall()
+        rows = cursor.fetchmany(max_rows + 1)
+        return columns, rows[:max_rows], len(rows) > max_rows
     finally:
         con.close()

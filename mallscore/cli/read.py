@@ -19,8 +19,8 @@ from mallscore.cli._common import cli_errors, settings_from
 from mallscore.cli.app import app
 
 _FORMAT_HELP = (
-    "table (the default on a terminal), csv (the default otherwise), jsonl or parquet (needs --output); "
-    "with --output the file's extension picks it."
+    "table (the default on a terminal; at most 100 rows), csv (the default otherwise), jsonl or parquet "
+    "(needs --output); with --output the file's extension picks it."
 )
 _OUTPUT_HELP = "Write to FILE (atomically: a temporary name, then renamed) instead of standard output."
 _SNAPSHOT_HELP = "Read the analyst snapshot instead of the warehouse (never blocks the nightly job)."
@@ -36,11 +36,16 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _print_table(title: str, columns: list[str], rows: list[tuple]) -> None:
+def _print_table(title: str, columns: list[str], rows: list[tuple], more: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, title=title, caption=f"{len(rows):,} row(s)")
+    caption = (
+        f"the first {len(rows):,} rows; --limit N, or --format csv|jsonl|parquet, for more"
+        if more
+        else f"{len(rows):,} row(s)"
+    )
+    table = Table(*columns, title=title, caption=caption)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     Console().print(table)
@@ -57,8 +62,8 @@ def _read(
         result = export_to_file(settings, build, fmt, output, snapshot=snapshot)
         typer.echo(f"wrote {result.rows:,} {title} to {result.path} ({result.format}, from {result.source})")
     elif fmt == "table":
-        columns, rows = read_rows(settings, build, snapshot=snapshot)
-        _print_table(title, columns, rows)
+        columns, rows, more = read_rows(settings, build, snapshot=snapshot)
+        _print_table(title, columns, rows, more)
     else:
         export_to_stream(settings, build, fmt, sys.stdout.buffer, snapshot=snapshot)
 

@@ -171,6 +171,9 @@ def test_every_format_is_written_atomically_and_reads_back(scored_setup: Setting
     assert lines[1].endswith("Z") and "T" in lines[1].split(",")[7]
     first = json.loads((out / "segments.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert list(first) == SEGMENT_COLUMNS and first["run_id"] == run["run_id"]
+    # a table for a person: at most 100 rows, and it says so
+    assert "3 row(s)" in _cli(scored_setup, "segments", "--format", "table", "--limit", "3").stdout
+    assert "the first 100 rows" in _cli(scored_setup, "segments", "--format", "table").stdout
     # standard output gives the same bytes as the file
     assert _cli(scored_setup, "segments", "--format", "csv").stdout == (out / "segments.csv").read_text()
     # the change feed and rejected rows, in every file format
