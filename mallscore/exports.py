@@ -168,11 +168,10 @@ def _open(settings: Settings, source: Path, allowed: Path | None) -> duckdb.Duck
     """``source`` read-only; file access limited to ``allowed`` (a temporary output name), or none at all."""
     from mallscore.warehouse import connect
 
-    con = connect(source, read_only=True, lock_timeout=settings.lock_timeout, external_access=True)
+    con = connect(
+        source, read_only=True, lock_timeout=settings.lock_timeout, allowed_paths=[allowed] if allowed else ()
+    )
     try:
-        if allowed is not None:
-            con.execute("set allowed_paths = [$p]", {"p": str(allowed)})
-        con.execute("set enable_external_access = false")
         con.execute("set enable_progress_bar = false")
     except BaseException:
         con.close()

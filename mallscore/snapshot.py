@@ -103,7 +103,7 @@ def _reencode(src: Path, dest: Path, memory_limit: str) -> None:
     checkpointed), attached read-only, and every schema, table and view is
     copied into a new file created with the old storage version.
     """
-    from mallscore.warehouse import STORAGE_VERSION
+    from mallscore.warehouse import STORAGE_VERSION, scratch_connection
 
     work = dest.with_name(dest.name + ".d")
     shutil.rmtree(work, ignore_errors=True)
@@ -111,10 +111,8 @@ def _reencode(src: Path, dest: Path, memory_limit: str) -> None:
     try:
         source, portable = work / "source.duckdb", work / "portable.duckdb"
         _copy(src, source)
-        con = duckdb.connect()
+        con = scratch_connection(work)
         try:
-            con.execute("set allowed_directories = [$dir]", {"dir": f"{work}/"})
-            con.execute("set enable_external_access = false")
             if memory_limit.lower() != "default":
                 con.execute("set memory_limit = $limit", {"limit": memory_limit})
             con.execute("set preserve_insertion_order = false")

@@ -258,3 +258,19 @@ def test_snapshot_reads_never_touch_the_warehouse(scored_setup: Settings) -> Non
         assert len(done.stdout.splitlines()) == 501  # last night's segments, from the snapshot
     finally:
         writer.close()
+
+
+def test_an_export_connection_may_write_its_output_and_nothing_else(con, settings: Settings, tmp_path) -> None:
+    from mallscore.warehouse import connect
+
+    con.close()
+    allowed, other = tmp_path / "allowed.csv", tmp_path / "other.csv"
+    limited = connect(settings.warehouse, read_only=True, allowed_paths=[allowed])
+    try:
+        limited.execute(f"copy (select 1 as x) to '{allowed}'")
+        for sql in (f"copy (select 1 as x) to '{other}'", "set enable_external_access = true"):
+            with pytest.raises(duckdb.Error):
+                limited.execute(sql)
+    finally:
+        limited.close()
+    assert allowed.exists() and not other.exists()
