@@ -56,17 +56,28 @@ def old_clients() -> OldClients:
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not ready.exists():
-            shutil.rmtree(root, ignore_errors=True)
-            base_python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-            subprocess.run([base_python, "-m", "venv", str(root)], check=True, capture_output=True)
-            subprocess.run(
-                [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-                + [f"duckdb=={OLD_DUCKDB}", f"duckdb-cli=={OLD_CLI}"],
-                check=True,
-                capture_output=True,
-            )
+            _build(root)
             ready.touch()
     return OldClients(root)
+
+
+def _build(root: Path) -> None:
+    """A fresh virtual environment at ``root`` with the older clients from the package registry."""
+    made = None
+    for base in ("/usr/bin/python3", sys.executable):  # the system Python first; Debian may lack its venv module
+        shutil.rmtree(root, ignore_errors=True)
+        if Path(base).exists():
+            made = subprocess.run([base, "-m", "venv", str(root)], capture_output=True, text=True)
+            if made.returncode == 0:
+                break
+    assert made is not None and made.returncode == 0, f"cannot make a virtual environment: {made and made.stderr}"
+    pip = subprocess.run(
+        [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        + [f"duckdb=={OLD_DUCKDB}", f"duckdb-cli=={OLD_CLI}"],
+        capture_output=True,
+        text=True,
+    )
+    assert pip.returncode == 0, f"pip could not install the older DuckDB clients: {pip.stderr[-2000:]}"
 
 
 def readme_analyst_queries() -> list[str]:
