@@ -130,7 +130,7 @@ def rejected(
 ) -> None:
     """Rejected rows with their reason: of one load, one run, or all.
 
-    Columns: load_id, run_id, line_no, customer_id, reason, raw_values, rejected_at.
+    Columns: load_id, run_id, line_no, customer_id, raw_values, reason, rejected_at.
     Exit 66 for an unknown load or run.
     """
     from mallscore.exports import rejected_query

@@ -9,8 +9,8 @@ final as (
         run_id,
         line_no,
         customer_id,
-        reason,
         raw_values,
+        reason,
         rejected_at
     from rejected
     where ($load_id is null or load_id = $load_id)
