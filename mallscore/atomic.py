@@ -82,6 +82,29 @@ def _replace_with(target: Path, fill: Callable[[int], None], mode: int, before_r
     fsync_dir(target.parent)
 
 
+def produce_file(
+    target: Path, produce: Callable[[Path], None], *, mode: int = PRIVATE_MODE, before_replace: BeforeReplace = None
+) -> None:
+    """Replace ``target`` atomically by a file that ``produce(tmp)`` writes at the temporary name (e.g. an engine)."""
+    target = Path(target)
+    tmp = temporary_name(target)
+    try:
+        produce(tmp)
+        os.chmod(tmp, mode)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

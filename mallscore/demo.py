@@ -1,14 +1,53 @@
-"""The end-to-end demo on synthetic data: synthesise, build features, train, score, summarise."""
+"""The end-to-end demo on synthetic data: synthesise, build features, train, score, summarise.
+
+The demo writes synthetic customers and promotes a model, so it runs only on a
+warehouse without customers and a models folder without a champion: it can
+never mix made-up customers into a real warehouse or replace a real champion.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mallscore.errors import UsageError
 from mallscore.settings import Settings
+
+_DEMO_HINT = (
+    "the demo writes synthetic customers and promotes its own model, so it needs an empty warehouse and models "
+    "folder: `make demo`, or `mallscore --warehouse /tmp/demo/demo.duckdb --models-dir /tmp/demo/models demo`"
+)
+
+
+def check_demo_target(settings: Settings) -> None:
+    """UsageError (exit 2) when the warehouse holds customers or the models folder a champion."""
+    from mallscore.registry import CHAMPION_FILE
+
+    if settings.models_dir.is_dir():
+        champions = sorted(d.name for d in settings.models_dir.iterdir() if (d / CHAMPION_FILE).is_file())
+        if champions:
+            raise UsageError(
+                f"models folder {settings.models_dir} already has a champion (spec {', '.join(champions)}); "
+                + _DEMO_HINT
+            )
+    if settings.warehouse.exists():
+        from mallscore.warehouse import connect
+
+        con = connect(settings.warehouse, read_only=True, lock_timeout=settings.lock_timeout)
+        try:
+            has_table = con.execute(
+                "select count(*) from duckdb_tables() where table_name = 'raw_customers' "
+                "and database_name = current_database()"
+            ).fetchall()[0][0]
+            customers = con.execute("select count(*) from raw_customers").fetchall()[0][0] if has_table else 0
+        finally:
+            con.close()
+        if customers:
+            raise UsageError(f"warehouse {settings.warehouse} already holds {customers:,} customers; " + _DEMO_HINT)
 
 
 def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget: str = "full") -> Iterator[str]:
-    """Run the whole pipeline once; yields lines for the CLI to print."""
+    """Run the whole pipeline once; yields lines for the CLI to print (refused on a used warehouse)."""
+    check_demo_target(settings)
     from mallscore.specs import get_spec
     from mallscore.synth import synth_customers
     from mallscore.training import get_budget, read_training_set, train_frame

@@ -29,6 +29,8 @@ ENVIRONMENT = {
     "MALLSCORE_PUBLISH_TABLE": "publish_table",
     "MALLSCORE_SOURCE_URL": "source_url",
     "MALLSCORE_DEBUG": "debug",
+    "MALLSCORE_ANALYST_PATH": "analyst_path",
+    "MALLSCORE_ANALYST_GROUP": "analyst_group",
 }
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
 
@@ -45,10 +47,14 @@ class Settings:
     publish_table: str = DEFAULT_PUBLISH_TABLE
     source_url: str | None = None  # the database `ingest --table/--query` reads by default
     debug: bool = False  # unexpected errors print their traceback
+    analyst_path: Path | None = None  # where the analyst snapshot is published; None: beside the warehouse
+    analyst_group: str | None = None  # the group given read access (0640) to the snapshot and exported files
 
     @property
     def snapshot(self) -> Path:
-        """The analyst snapshot: a separate DuckDB file beside the warehouse."""
+        """The analyst snapshot: MALLSCORE_ANALYST_PATH, or a separate DuckDB file beside the warehouse."""
+        if self.analyst_path is not None:
+            return self.analyst_path
         return self.warehouse.with_name(self.warehouse.stem + "_analyst.duckdb")
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -103,6 +109,8 @@ def load_settings(
         publish_table=_text(env, "MALLSCORE_PUBLISH_TABLE"),
         source_url=_text(env, "MALLSCORE_SOURCE_URL"),
         debug=debug_enabled(env) or None,
+        analyst_path=Path(env["MALLSCORE_ANALYST_PATH"]) if _text(env, "MALLSCORE_ANALYST_PATH") else None,
+        analyst_group=_text(env, "MALLSCORE_ANALYST_GROUP"),
     )
     if lock_timeout is not None and lock_timeout < 0:
         raise UsageError("--lock-timeout must not be negative")

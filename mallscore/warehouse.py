@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +28,10 @@ _SQL_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+# The storage format new warehouses are written in: DuckDB 1.1's, which every client from DuckDB 1.1
+# on reads (2.0's own format no 1.x client reads), so the analyst snapshot stays a plain copy of the file
+# (README, "Opening the snapshot"; bench/bench_snapshot.py measured the alternatives).
+STORAGE_VERSION = "v1.1.0"
 
 
 def sql_root() -> Traversable:
@@ -112,11 +116,14 @@ def connect(
     read_only: bool = False,
     lock_timeout: float = 0.0,
     external_access: bool = False,
+    allowed_paths: Sequence[Path] = (),
 ) -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file at ``path``, retrying while another process holds its lock.
 
     External file access (COPY, read_csv, ATTACH of arbitrary paths) is disabled
     unless asked for: nothing a user types can make the engine touch other files.
+    ``allowed_paths`` are the only other files the connection may touch (an
+    export's temporary output); access stays disabled for every other path.
     """
     path = Path(path)
     if read_only and not path.exists():
@@ -125,15 +132,16 @@ def connect(
         )
     if not read_only:
         _secure_parent(path)
-    config = {} if external_access else {"enable_external_access": "false"}
+    config = {} if external_access or allowed_paths else {"enable_external_access": "false"}
     deadline = time.monotonic() + max(lock_timeout, 0.0)
     delay = 0.05
     while True:
         try:
-            existed = path.exists()
+            if not read_only and not path.exists():
+                create_database(path)
             con = duckdb.connect(str(path), read_only=read_only, config=config)
-            if not existed and path.exists():
-                os.chmod(path, 0o600)
+            if allowed_paths:
+                limit_file_access(con, paths=allowed_paths)
             return con
         except duckdb.IOException as exc:
             message = str(exc)
@@ -155,6 +163,46 @@ def connect(
                 f"warehouse {path} cannot be opened ({str(exc).splitlines()[0]}); "
                 "its files were left untouched: see README, Operations"
             ) from None
+
+
+def limit_file_access(
+    con: duckdb.DuckDBPyConnection, *, paths: Sequence[Path] = (), directories: Sequence[Path] = ()
+) -> None:
+    """Let ``con`` (opened with external access) touch only ``paths`` and ``directories``, for good.
+
+    DuckDB takes the allow-lists only while external access is on, and external
+    access once switched off cannot be switched back on; ``con`` is closed if
+    this fails.
+    """
+    try:
+        if paths:
+            con.execute("set allowed_paths = $paths", {"paths": [str(p) for p in paths]})
+        if directories:
+            con.execute("set allowed_directories = $dirs", {"dirs": [f"{d}/" for d in directories]})
+        con.execute("set enable_external_access = false")
+    except BaseException:
+        con.close()
+        raise
+
+
+def scratch_connection(directory: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that may touch files in ``directory`` only (re-encoding the snapshot's copy there)."""
+    con = duckdb.connect()
+    limit_file_access(con, directories=[directory])
+    return con
+
+
+def create_database(path: Path, storage_version: str = STORAGE_VERSION) -> None:
+    """Create an empty DuckDB file at ``path`` (mode 0600) in ``storage_version``'s format.
+
+    DuckDB keeps writing a file in the format it was created in, so every later
+    connection, whatever its settings, leaves it readable by older clients.
+    """
+    con = duckdb.connect(
+        str(path), config={"enable_external_access": "false", "storage_compatibility_version": storage_version}
+    )
+    con.close()
+    os.chmod(path, 0o600)
 
 
 @contextmanager

@@ -131,11 +131,11 @@ def status(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
-    """Row counts, the most recent loads and rejected rows by reason."""
+    """Row counts, the most recent loads and rejected rows by reason (read-only; exit 66 when there is no warehouse)."""
     from mallscore.status import warehouse_status
     from mallscore.warehouse import open_warehouse
 
-    with open_warehouse(settings_from(ctx)) as con:
+    with open_warehouse(settings_from(ctx), read_only=True) as con:  # only reads: never creates or writes
         info = warehouse_status(con)
     if json_out:
         emit_json(info)
@@ -169,7 +169,11 @@ def demo(
     new_rows: int = typer.Option(400, "--new-rows", min=0, help="Synthetic new customers (no score yet)."),
     seed: int = typer.Option(7, "--seed"),
 ) -> None:
-    """Run the whole pipeline end to end on synthetic data and print a summary."""
+    """Run the whole pipeline end to end on synthetic data and print a summary.
+
+    Only on a warehouse without customers and a models folder without a champion
+    (else exit 2): the demo never mixes synthetic customers into real data.
+    """
     from mallscore.demo import run_demo
 
     for line in run_demo(settings_from(ctx), rows=rows, new_rows=new_rows, seed=seed):

@@ -96,3 +96,14 @@ def test_every_mallscore_variable_is_read_by_settings_and_nowhere_else() -> None
     assert offenders == [], f"environment read outside Settings: {offenders}"
     readme = (package.parent / "README.md").read_text(encoding="utf-8")
     assert [name for name in ENVIRONMENT if name not in readme] == []
+
+
+def test_the_analyst_snapshot_path_and_group_come_from_the_environment() -> None:
+    assert load_settings({}).analyst_group is None
+    settings = load_settings(
+        {"MALLSCORE_ANALYST_PATH": "/srv/share/mall.duckdb", "MALLSCORE_ANALYST_GROUP": " analysts "}
+    )
+    assert settings.snapshot == Path("/srv/share/mall.duckdb") and settings.analyst_group == "analysts"
+    # unset or blank: the snapshot stays beside the warehouse
+    blank = load_settings({"MALLSCORE_ANALYST_PATH": " ", "MALLSCORE_WAREHOUSE": "/x/wh.duckdb"})
+    assert blank.snapshot == Path("/x/wh_analyst.duckdb")
