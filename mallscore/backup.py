@@ -31,7 +31,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from mallscore.warehouse import connect, damage, truncation
 _PASS_THROUGH = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 _TMP_EXTRA = len(".") + len(".tmp-") + 7  # ".<name>.tmp-<pid>"
 REQUIRED_TABLE = "raw_customers"  # a mallscore warehouse has it from its first build
+BeforeSwap = Callable[[Path], None] | None
 
 
 @dataclass(frozen=True)
@@ -310,8 +311,12 @@ def _prepare_copy(src: Path, copy: Path) -> dict[str, int]:
     return rows
 
 
-def restore_warehouse(settings: Settings, src: Path) -> BackupResult:
-    """Replace the warehouse by the backup ``src``, verified first; the current one is kept as ``.before-restore``."""
+def restore_warehouse(settings: Settings, src: Path, *, before_swap: BeforeSwap = None) -> BackupResult:
+    """Replace the warehouse by the backup ``src``, verified first; the current one is kept as ``.before-restore``.
+
+    ``before_swap`` (tests) runs with the lock held, after ``.before-restore`` is
+    written and just before the verified copy is renamed over the warehouse.
+    """
     src = Path(src)
     target = settings.warehouse
     if not src.is_file():
@@ -338,11 +343,11 @@ def restore_warehouse(settings: Settings, src: Path) -> BackupResult:
         with warehouse_lock(target, settings.lock_timeout) as fd:
             if fd is not None and _has_wal(target):
                 continue  # a run committed between the checkpoint and our lock: fold its WAL too
-            return _swap_in(settings, src, target, keep, fd)
+            return _swap_in(src, target, keep, fd, before_swap)
     raise TemporaryError(f"warehouse {target} kept getting new commits while restoring; stop the jobs and retry")
 
 
-def _swap_in(settings: Settings, src: Path, target: Path, keep: Path, fd: int | None) -> BackupResult:
+def _swap_in(src: Path, target: Path, keep: Path, fd: int | None, before_swap: BeforeSwap) -> BackupResult:
     """With the lock held (``fd``, None when there is no warehouse yet): verify, keep the old one, swap."""
     _clean(target)
     _clean(keep)
@@ -356,6 +361,8 @@ def _swap_in(settings: Settings, src: Path, target: Path, keep: Path, fd: int | 
                 raise _cannot_write(keep, exc) from None
             _wal(keep).unlink(missing_ok=True)  # an older .before-restore's WAL would be replayed onto this one
             _wal(target).unlink(missing_ok=True)  # empty (checked under the lock): nothing committed is lost
+            if before_swap is not None:
+                before_swap(copy)
             os.replace(copy, target)
         else:
             try:
