@@ -192,7 +192,7 @@ def _lock_holder(fd: int) -> str:
     """Who holds the conflicting lock on ``fd`` (Linux: F_GETLK names the PID)."""
     import fcntl
 
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or sys.maxsize < 2**32:
         return "another process"
     layout = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux: type, whence, start, len, pid
     query = struct.pack(layout, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -141,6 +142,42 @@ def test_restore_keeps_what_was_committed_in_the_backups_wal(site, tmp_path):
     assert extra == 7
     assert not Path(str(settings.warehouse) + ".wal").exists()
     assert temporaries(settings.warehouse.parent) == []
+
+
+def test_the_damaged_warehouse_procedure_move_aside_then_restore(site, tmp_path):
+    """README: move the damaged file and its WAL aside, then restore into the empty place."""
+    settings, backup = site
+    truncate(settings.warehouse)
+    assert cli(settings, "status").returncode == 78
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    shutil.move(settings.warehouse, aside / settings.warehouse.name)
+    out = cli(settings, "restore", str(backup), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["rows"] == sum(verify_file(backup).values())
+    assert not keep_of(settings).exists()
+    assert cli(settings, "status").returncode == 0
+    assert temporaries(settings.warehouse.parent) == []
+
+
+def test_restore_waits_for_a_reader_then_exits_75_naming_it_and_changes_nothing(site):
+    settings, backup = site
+    before = digest(settings.warehouse)
+    reader = duckdb.connect(str(settings.warehouse), read_only=True)  # an analyst on the warehouse itself
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "mallscore", "restore", str(backup)],
+            env=cli_env(settings, MALLSCORE_LOCK_TIMEOUT="0.5"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        reader.close()
+    assert out.returncode == 75, out.stderr
+    assert f"(PID {os.getpid()})" in out.stderr
+    assert digest(settings.warehouse) == before and not keep_of(settings).exists()
 
 
 def _score(settings: Settings) -> subprocess.Popen:
