@@ -365,6 +365,11 @@ def _swap_in(src: Path, target: Path, keep: Path, fd: int | None, before_swap: B
                 before_swap(copy)
             os.replace(copy, target)
         else:
+            if _wal(target).exists():
+                raise ConfigError(
+                    f"{_wal(target)} is left without its warehouse file: move it aside with the damaged file "
+                    "(README: A damaged warehouse), then restore; the warehouse was not changed"
+                )
             try:
                 os.link(copy, target)  # only if nobody created a warehouse meanwhile
             except FileExistsError:

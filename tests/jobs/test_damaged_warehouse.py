@@ -167,6 +167,7 @@ def test_the_longest_accepted_warehouse_name_scores_and_publishes_its_snapshot(t
         ({}, ["synth", "--rows", "5", "--seed", "-1"]),
         ({}, ["synth", "--rows", "99999999999999999999"]),
         ({}, ["--warehouse", ".", "status"]),
+        ({}, ["backup", "b" * 250 + ".duckdb"]),
     ],
 )
 def test_nonsense_settings_and_options_are_2_with_a_message(tmp_path, env, args):
