@@ -130,6 +130,7 @@ def backup_warehouse(settings: Settings, dest: Path | str) -> BackupResult:
     """
     as_folder = str(dest).endswith(os.sep)
     dest = Path(dest)
+    check_file_name(dest, "the backup", 0 if as_folder else _TMP_EXTRA)
     if as_folder or dest.is_dir():
         dest = dest / settings.warehouse.name
     check_file_name(dest, "the backup", _TMP_EXTRA)
@@ -319,6 +320,7 @@ def restore_warehouse(settings: Settings, src: Path, *, before_swap: BeforeSwap 
     """
     src = Path(src)
     target = settings.warehouse
+    check_file_name(src, "the backup")
     if not src.is_file():
         raise InputMissingError(f"backup {src} does not exist or is not a file")
     if target.exists() and os.path.samefile(src, target):
