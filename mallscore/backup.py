@@ -356,6 +356,7 @@ def _swap_in(src: Path, target: Path, keep: Path, fd: int | None, before_swap: B
     copy = atomic.temporary_name(target)
     try:
         rows = _prepare_copy(src, copy)
+        size, sha256 = copy.stat().st_size, _sha256(copy)  # of the verified copy: the new file may be in use soon
         if fd is not None:
             try:
                 atomic.copy_open_file(fd, keep)
@@ -384,6 +385,4 @@ def _swap_in(src: Path, target: Path, keep: Path, fd: int | None, before_swap: B
         raise
     copy.unlink(missing_ok=True)
     atomic.fsync_dir(target.parent)
-    return BackupResult(
-        str(src), str(target), target.stat().st_size, _sha256(target), tables=len(rows), rows=sum(rows.values())
-    )
+    return BackupResult(str(src), str(target), size, sha256, tables=len(rows), rows=sum(rows.values()))

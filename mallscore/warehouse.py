@@ -4,9 +4,10 @@ DuckDB allows one read-write process or many read-only ones, never both. A
 second open fails at once, so :func:`connect` retries with backoff for a bounded
 time and then raises :class:`LockedError` naming the process that holds the lock.
 
-A damaged file is a configuration error (78), never a bug: :func:`connect`
-compares the file's size with the block count its header promises before DuckDB
-opens it (a truncated file is refused without being opened for writing), and
+A damaged file is a configuration error (78), never a bug. :func:`connect`
+refuses a truncated file: before DuckDB opens it, the blocks its header points
+at must exist (:func:`truncation`); right after, every block the database uses
+must lie inside the file (:func:`missing_blocks`), before any statement runs.
 :func:`damage` recognises the errors DuckDB raises later, when a query meets a
 block whose checksum does not match (flipped bytes).
 """
@@ -146,7 +147,7 @@ def truncation(path: Path, attempts: int = 5) -> str | None:
 
     Header, size, header again: a writer checkpointing meanwhile changes the
     header, and the check is repeated; with the same header before and after, a
-    healthy file is never shorter than the header's block count promises.
+    healthy file always holds the blocks that header points at.
     """
     path = Path(path)
     for _ in range(attempts):
