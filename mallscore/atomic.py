@@ -164,3 +164,23 @@ def _copy_into(src: Path, fd: int) -> None:
 def copy_file(src: Path, dest: Path, *, mode: int = PRIVATE_MODE, before_replace: BeforeReplace = None) -> None:
     """Replace ``dest`` atomically by a copy of ``src``."""
     _replace_with(dest, lambda fd: _copy_into(src, fd), mode, before_replace)
+
+
+def _copy_from_fd(src_fd: int, fd: int) -> None:
+    size = os.fstat(src_fd).st_size
+    copied = 0
+    while copied < size:  # positional reads: the descriptor's offset is left alone
+        chunk = os.pread(src_fd, min(_CHUNK, size - copied), copied)
+        if not chunk:
+            break
+        _write_all(fd, chunk)
+        copied += len(chunk)
+
+
+def copy_open_file(src_fd: int, dest: Path, *, mode: int = PRIVATE_MODE, before_replace: BeforeReplace = None) -> None:
+    """Replace ``dest`` atomically by a copy of the file open as ``src_fd``.
+
+    For a caller holding a POSIX lock on that file: opening and closing the file
+    again by its path would release every lock this process holds on it.
+    """
+    _replace_with(dest, lambda fd: _copy_from_fd(src_fd, fd), mode, before_replace)

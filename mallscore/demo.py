@@ -19,16 +19,12 @@ _DEMO_HINT = (
 
 
 def check_demo_target(settings: Settings) -> None:
-    """UsageError (exit 2) when the warehouse holds customers or the models folder a champion."""
+    """UsageError (exit 2) when the warehouse holds customers or the models folder a champion.
+
+    The warehouse is looked at first: a damaged one is 78 (ConfigError), whatever the models folder holds.
+    """
     from mallscore.registry import CHAMPION_FILE
 
-    if settings.models_dir.is_dir():
-        champions = sorted(d.name for d in settings.models_dir.iterdir() if (d / CHAMPION_FILE).is_file())
-        if champions:
-            raise UsageError(
-                f"models folder {settings.models_dir} already has a champion (spec {', '.join(champions)}); "
-                + _DEMO_HINT
-            )
     if settings.warehouse.exists():
         from mallscore.warehouse import connect
 
@@ -43,6 +39,13 @@ def check_demo_target(settings: Settings) -> None:
             con.close()
         if customers:
             raise UsageError(f"warehouse {settings.warehouse} already holds {customers:,} customers; " + _DEMO_HINT)
+    if settings.models_dir.is_dir():
+        champions = sorted(d.name for d in settings.models_dir.iterdir() if (d / CHAMPION_FILE).is_file())
+        if champions:
+            raise UsageError(
+                f"models folder {settings.models_dir} already has a champion (spec {', '.join(champions)}); "
+                + _DEMO_HINT
+            )
 
 
 def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget: str = "full") -> Iterator[str]:

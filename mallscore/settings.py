@@ -7,6 +7,7 @@ settings does no I/O: paths are only resolved, never created.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -32,7 +33,12 @@ ENVIRONMENT = {
     "MALLSCORE_ANALYST_PATH": "analyst_path",
     "MALLSCORE_ANALYST_GROUP": "analyst_group",
 }
-_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
+_MEMORY = re.compile(r"^(\d+(\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
+MAX_LOCK_TIMEOUT = 86_400.0  # a day: a nightly job that waits longer has missed its night
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
+# The longest names derived from the warehouse's: the snapshot's and the restore copy's temporary
+# files (".<name>.tmp-<pid>", pid up to 7 digits).
+_TMP_SUFFIX = len(".tmp-") + 7
 
 
 @dataclass(frozen=True)
@@ -62,21 +68,64 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def check_lock_timeout(value: float, name: str = "--lock-timeout") -> float:
+    """``value`` when it is a usable number of seconds (0 to a day), else UsageError (2)."""
+    if not math.isfinite(value) or value < 0 or value > MAX_LOCK_TIMEOUT:
+        raise UsageError(f"{name} must be a number of seconds from 0 to {MAX_LOCK_TIMEOUT:g}, got {value!r}")
+    return value
+
+
 def _lock_timeout(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise UsageError(f"MALLSCORE_LOCK_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise UsageError("MALLSCORE_LOCK_TIMEOUT must not be negative")
-    return value
+    return check_lock_timeout(value, "MALLSCORE_LOCK_TIMEOUT")
 
 
 def _memory_limit(raw: str) -> str:
     value = raw.strip()
-    if value.lower() != "default" and not _MEMORY.match(value):
-        raise UsageError(f"MALLSCORE_MEMORY_LIMIT must be a size such as 64MB or 2GB, or 'default', got {raw!r}")
+    match = _MEMORY.match(value)
+    if value.lower() != "default" and (not match or float(match.group(1)) <= 0):
+        raise UsageError(
+            f"MALLSCORE_MEMORY_LIMIT must be a positive size such as 64MB or 2GB, or 'default', got {raw!r}"
+        )
     return value
+
+
+def _bytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def longest_derived_name(warehouse: Path) -> int:
+    """Bytes in the longest file name mallscore writes beside the warehouse.
+
+    That is the temporary file of ``<name>.before-restore`` (restore) or of the
+    analyst snapshot ``<stem>_analyst.duckdb``: ``.<target>.tmp-<pid>``.
+    """
+    name = _bytes(warehouse.name)
+    snapshot = _bytes(warehouse.stem) + _bytes("_analyst.duckdb")
+    return 1 + max(name + _bytes(".before-restore"), snapshot) + _TMP_SUFFIX
+
+
+def check_file_name(path: Path, what: str, extra: int = 0) -> None:
+    """UsageError (2) when ``path``'s name, plus ``extra`` bytes, would not fit in a file name."""
+    size = _bytes(path.name) + extra
+    if size > NAME_MAX:
+        raise UsageError(
+            f"{what} file name {path.name[:40]!r}... is too long: {size - extra} bytes, and the temporary files "
+            f"mallscore writes beside it need {extra} more, over the {NAME_MAX} a file name may have; "
+            f"choose a name of at most {NAME_MAX - extra} bytes"
+        )
+
+
+def check_warehouse_name(warehouse: Path) -> None:
+    """UsageError (2) when a name mallscore derives from the warehouse's would not fit the file system.
+
+    Checked when settings are built, before any command opens anything, so a
+    run never commits and then fails on its snapshot's temporary name.
+    """
+    check_file_name(warehouse, "the warehouse", longest_derived_name(warehouse) - _bytes(warehouse.name))
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -112,6 +161,10 @@ def load_settings(
         analyst_path=Path(env["MALLSCORE_ANALYST_PATH"]) if _text(env, "MALLSCORE_ANALYST_PATH") else None,
         analyst_group=_text(env, "MALLSCORE_ANALYST_GROUP"),
     )
-    if lock_timeout is not None and lock_timeout < 0:
-        raise UsageError("--lock-timeout must not be negative")
-    return settings.with_overrides(warehouse=warehouse, models_dir=models_dir, lock_timeout=lock_timeout)
+    if lock_timeout is not None:
+        check_lock_timeout(lock_timeout)
+    settings = settings.with_overrides(warehouse=warehouse, models_dir=models_dir, lock_timeout=lock_timeout)
+    if not settings.warehouse.name or settings.warehouse.name in (".", ".."):
+        raise UsageError(f"the warehouse must be a file name, got {str(settings.warehouse)!r}")
+    check_warehouse_name(settings.warehouse)
+    return settings

@@ -30,6 +30,21 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _known_failure(exc: Exception, ctx: Any) -> MallscoreError | None:
+    """A known failure hiding in a library exception: a DuckDB file that cannot be read whole (78)."""
+    if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
+        return None
+    from mallscore.warehouse import damage
+
+    warehouse = None
+    if isinstance(ctx, typer.Context):
+        try:
+            warehouse = settings_from(ctx).warehouse
+        except MallscoreError:
+            pass
+    return damage(exc, warehouse)
+
+
 def cli_errors(func: F) -> F:
     """Turn known failures into one stderr line and their exit code, never a traceback."""
 
@@ -47,6 +62,9 @@ def cli_errors(func: F) -> F:
             full = disk_full_error(exc, _warehouse_of(kwargs.get("ctx")))
             if full is not None:  # raised by DuckDB or the file system wherever a write happens
                 raise fail(str(full), full.exit_code) from None
+            known = _known_failure(exc, kwargs.get("ctx"))
+            if known is not None:  # a damaged warehouse found by a query
+                raise fail(str(known), known.exit_code) from None
             if debug_enabled():
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""

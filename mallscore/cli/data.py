@@ -80,8 +80,8 @@ def ingest(
 @cli_errors
 def synth(
     ctx: typer.Context,
-    rows: int = typer.Option(..., "--rows", min=0, help="How many customers to generate."),
-    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same customers."),
+    rows: int = typer.Option(..., "--rows", min=0, max=10**9, help="How many customers to generate."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Random seed: the same seed gives the same customers."),
     new: bool = typer.Option(False, "--new", help="New customers: no spending score yet."),
     csv: Path | None = typer.Option(
         None, "--csv", metavar="FILE", help="Write a CSV in the public data's format instead of the warehouse."
@@ -165,9 +165,9 @@ def status(
 @cli_errors
 def demo(
     ctx: typer.Context,
-    rows: int = typer.Option(600, "--rows", min=50, help="Synthetic customers with known scores."),
-    new_rows: int = typer.Option(400, "--new-rows", min=0, help="Synthetic new customers (no score yet)."),
-    seed: int = typer.Option(7, "--seed"),
+    rows: int = typer.Option(600, "--rows", min=50, max=10**7, help="Synthetic customers with known scores."),
+    new_rows: int = typer.Option(400, "--new-rows", min=0, max=10**7, help="Synthetic new customers (no score yet)."),
+    seed: int = typer.Option(7, "--seed", min=0),
 ) -> None:
     """Run the whole pipeline end to end on synthetic data and print a summary.
 

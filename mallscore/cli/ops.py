@@ -14,7 +14,7 @@ from mallscore.cli.app import app
 @cli_errors
 def backup(
     ctx: typer.Context,
-    dest: Path = typer.Argument(..., help="Backup file (or folder) to write."),
+    dest: str = typer.Argument(..., help="Backup file (or folder: an existing one, or a path ending in /) to write."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write a consistent copy of the warehouse (waits for any run holding it; exit 75 after --lock-timeout)."""

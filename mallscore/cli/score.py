@@ -159,7 +159,7 @@ def _cell(value: Any) -> str:
 @cli_errors
 def runs(
     ctx: typer.Context,
-    limit: int = typer.Option(20, "--limit", min=1, help="How many recent runs to list."),
+    limit: int = typer.Option(20, "--limit", min=1, max=1_000_000, help="How many recent runs to list."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as a JSON list."),
     lock_timeout: float | None = typer.Option(None, "--lock-timeout", metavar="SECONDS", help=_LOCK_HELP),
 ) -> None:

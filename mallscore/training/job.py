@@ -87,6 +87,42 @@ def read_training_set(con, spec: ModelSpec, max_rows: int = MAX_TRAINING_ROWS) -
     return frame
 
 
+# The ONNX graph is float32, and its parity check probes half the observed span beyond the largest
+# value: a usable value stays within a quarter of float32's range (about 8.5e37).
+USABLE_MAX = float(np.finfo(np.float32).max) / 4
+
+
+def exclude_unusable(frame: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop rows the model cannot use; returns the rest and the rows dropped per feature.
+
+    A value that is infinite, beyond :data:`USABLE_MAX` (the ONNX graph is
+    float32: an income of 1e308 would become infinity there and overflow the
+    scaler here) or outside
+    the spec's ``min``/``max`` is one scoring rejects; training on it would crash
+    or bend the model for everyone else. Missing values are left for
+    :func:`validate_frame` to refuse. A row is counted under its first bad feature.
+    """
+    keep = np.ones(len(frame), dtype=bool)
+    excluded: dict[str, int] = {}
+    for feature in spec.features:
+        values = frame[feature.name].to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(values) | (np.abs(values) > USABLE_MAX)
+            if feature.min is not None:
+                bad |= values < feature.min
+            if feature.max is not None:
+                bad |= values > feature.max
+        bad &= keep
+        if bad.any():
+            excluded[feature.name] = int(bad.sum())
+            keep &= ~bad
+    if not excluded:
+        return frame, excluded
+    kept = frame.loc[keep].reset_index(drop=True)
+    kept.attrs.update(frame.attrs)
+    return kept, excluded
+
+
 def validate_frame(frame: pd.DataFrame, spec: ModelSpec) -> None:
     """Refuse data a model cannot honestly be trained on (empty, one class, missing values)."""
     if frame.empty:
@@ -196,6 +232,9 @@ def train_frame(
         timings[name] = round(now - since, 3)
         return now
 
+    frame, excluded = exclude_unusable(frame, spec)
+    if excluded:
+        log.warning("training without %d row(s) the model cannot use: %s", sum(excluded.values()), excluded)
     validate_frame(frame, spec)
     features = spec.feature_names
     leakage = check_leakage(frame, features, spec.label)
@@ -300,6 +339,9 @@ def train_frame(
             "population_rows": int(frame.attrs.get("population_rows", len(frame))),
             "rows": int(y.size),
             "positives": int(y.sum()),
+            "excluded_rows": sum(excluded.values()),
+            "excluded_by_feature": excluded,
+            "excluded_rule": f"infinite, beyond +-{USABLE_MAX:.3g} (float32 / 4), or outside the feature's min/max",
             "fingerprint": fingerprint(frame, spec),
             "table": spec.training_table,
         },
@@ -365,6 +407,7 @@ def train_frame(
         "promoted": promoted,
         "promotion_reason": reason,
         "promotable": not leakage.flagged,
+        "excluded_rows": sum(excluded.values()),
         "report": str(path / registry.REPORT_FILE),
         "card": str(path / registry.CARD_FILE),
         "budget": budget.name,

@@ -72,7 +72,7 @@ def test_damaged_wal_exits_78_and_leaves_files_untouched(cli, settings, tmp_path
     sums = {p.name: digest(p) for p in crashed.iterdir()}
     out = cli("--warehouse", crashed / "w.duckdb", "status")
     assert out.returncode == 78, out.stderr
-    assert "cannot be opened" in out.stderr and "Traceback" not in out.stderr
+    assert "is damaged" in out.stderr and "Traceback" not in out.stderr
     assert {p.name: digest(p) for p in crashed.iterdir()} == sums
 
 

@@ -239,13 +239,15 @@ def test_unknown_runs_and_loads_are_exit_66_and_the_warehouse_is_never_an_output
 
 
 def test_demo_refuses_a_warehouse_with_customers_or_models_with_a_champion(scored_setup: Settings, tmp_path) -> None:
-    done = _cli(scored_setup, "demo", "--rows", "50", "--new-rows", "0")
-    assert done.returncode == 2 and "already has a champion" in done.stderr, done.stderr
     other_models = Settings(warehouse=scored_setup.warehouse, models_dir=tmp_path / "empty-models")
     done = _cli(other_models, "demo", "--rows", "50", "--new-rows", "0")
     assert done.returncode == 2 and "already holds 500 customers" in done.stderr, done.stderr
     assert query(scored_setup, "select count(*) from raw_customers") == [(500,)]
     assert not (tmp_path / "empty-models").exists()
+    empty_warehouse = Settings(warehouse=tmp_path / "empty" / "w.duckdb", models_dir=scored_setup.models_dir)
+    done = _cli(empty_warehouse, "demo", "--rows", "50", "--new-rows", "0")
+    assert done.returncode == 2 and "already has a champion" in done.stderr, done.stderr
+    assert not empty_warehouse.warehouse.exists()
 
 
 def test_snapshot_reads_never_touch_the_warehouse(scored_setup: Settings) -> None:
