@@ -22,12 +22,17 @@ import codecs
 import csv
 import io
 import itertools
+import os
 import queue
 import re
 import secrets
+import shutil
+import stat
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +42,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from mallscore.errors import BadInputError, InputMissingError
+from mallscore.errors import BadInputError, InputMissingError, MallscoreError
 from mallscore.warehouse import sql_query
 
 COLUMNS = ("customer_id", "gender", "age", "annual_income", "spending_score")
@@ -579,10 +584,10 @@ def _read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         stop.set()  # the consumer stopped (done, failed or abandoned): the thread ends at its next step
 
 
-def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path) -> LoadResult:
-    """Load one customers CSV file (see module docstring for the rules)."""
+def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, *, name: str | None = None) -> LoadResult:
+    """Load one customers CSV file (see module docstring for the rules); ``name`` is recorded as its source."""
     path = Path(path)
-    source = f"csv:{path.name}"
+    source = f"csv:{name or path.name}"
     try:
         return load_chunks(con, _read_ahead(csv_chunks(path)), source=source)
     except _RetryLatin1:
@@ -620,3 +625,50 @@ def _reject_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: str
     return LoadResult(
         load_id, int(rows_in), int(loaded), int(rejected), int(inserted), int(updated), int(unchanged), source
     )
+
+
+STDIN = "-"
+
+
+def is_stream(path: Path) -> bool:
+    """True for ``-`` (standard input), a pipe (FIFO) or a character device: input that can be read only once."""
+    if str(path) == STDIN:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+@contextmanager
+def spooled(path: Path, folder: Path) -> Iterator[tuple[Path, str]]:
+    """A stream's bytes copied to a private file in ``folder``; yields (file, the name to report).
+
+    Ingest reads its input more than once (sniffing, the header, the blocks, a
+    Latin-1 retry), and the warehouse lock must never be held while a pipe's
+    writer is still producing: the CLI spools first, then takes the lock. A
+    regular file is used in place. Messages name the stream, not the spool file.
+    """
+    if not is_stream(path):
+        yield Path(path), Path(path).name
+        return
+    name = "stdin" if str(path) == STDIN else Path(path).name
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, spool = tempfile.mkstemp(dir=folder, prefix=".ingest-spool-", suffix=".csv")
+    spool_path = Path(spool)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            if str(path) == STDIN:
+                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            else:
+                with open(path, "rb") as stream:
+                    shutil.copyfileobj(stream, out, 1 << 20)
+        try:
+            yield spool_path, name
+        except MallscoreError as exc:
+            exc.args = tuple(str(a).replace(str(spool_path), name) for a in exc.args)
+            raise
+    finally:
+        spool_path.unlink(missing_ok=True)

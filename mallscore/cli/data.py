@@ -15,7 +15,10 @@ from mallscore.cli.app import app
 def ingest(
     ctx: typer.Context,
     file: Path | None = typer.Argument(
-        None, help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated)."
+        None,
+        help="Customers CSV (public-data or snake_case header; ',', ';', tab or '|' separated); '-' reads standard "
+        "input (zcat day.csv.gz | mallscore ingest -), and a named pipe works too: both are read to the end before "
+        "the warehouse is locked.",
     ),
     source: str | None = typer.Option(
         None,
@@ -60,10 +63,11 @@ def ingest(
             result = ingest_database(con, url, table=table, query=query)
         unit = "rows in source"
     else:
-        from mallscore.ingest import ingest_csv
+        from mallscore.ingest import ingest_csv, spooled
 
-        with open_warehouse(settings) as con:
-            result = ingest_csv(con, file)
+        # a pipe or standard input is read to its end before the warehouse lock is taken
+        with spooled(file, settings.warehouse.parent) as (path, name), open_warehouse(settings) as con:
+            result = ingest_csv(con, path, name=name)
         unit = "rows in file"
     if json_out:
         emit_json(result.as_dict())
@@ -93,8 +97,9 @@ def synth(
     from mallscore.warehouse import open_warehouse
 
     if csv is not None:
-        write_csv(generate(rows, seed, new=new), csv)
-        result = SynthResult(rows, 1, rows, seed, new, str(csv))
+        first_id = _first_free_id(settings_from(ctx))  # a later ingest of the file must not overwrite anyone
+        write_csv(generate(rows, seed, new=new, first_id=first_id), csv)
+        result = SynthResult(rows, first_id, first_id + rows - 1, seed, new, str(csv))
     else:
         with open_warehouse(settings_from(ctx)) as con:
             result = synth_customers(con, rows, seed, new=new)
@@ -103,6 +108,21 @@ def synth(
     else:
         kind = "new customers (no score)" if new else "customers with scores"
         typer.echo(f"wrote {result.rows} synthetic {kind} (ids {result.first_id}..{result.last_id}) to {result.target}")
+
+
+def _first_free_id(settings) -> int:
+    """The first id above every customer in the configured warehouse (1 when there is none yet)."""
+    from mallscore.synth import next_free_id
+    from mallscore.warehouse import open_warehouse
+
+    if not settings.warehouse.exists():
+        return 1
+    with open_warehouse(settings, read_only=True) as con:
+        has_table = con.execute(
+            "select count(*) from duckdb_tables() where table_name = 'raw_customers' "
+            "and database_name = current_database()"
+        ).fetchall()[0][0]
+        return next_free_id(con) if has_table else 1
 
 
 @app.command()

@@ -29,8 +29,8 @@ parsed as (
         case when plain then customer_id else trim(coalesce(customer_id, '')) end as id_text,
         case
             when plain then cast(customer_id as bigint)
-            when regexp_full_match(trim(coalesce(customer_id, '')), '\+?[0-9]{1,18}')
-                then cast(trim(customer_id) as bigint)
+            when regexp_full_match(trim(coalesce(customer_id, '')), '[+-]?[0-9]+')
+                then try_cast(trim(customer_id) as bigint)
         end as customer_id,
         case
             when plain then gender
@@ -63,6 +63,9 @@ checked as (
             when plain and age_value between 12 and 120 and (score_text = '' or score_value between 1 and 100)
                 then null
             when id_text = '' then 'customer_id is missing'
+            when customer_id is null and regexp_full_match(id_text, '[+-]?[0-9]+')
+                then 'customer_id ' || left(id_text, 40)
+                    || ' is out of range (an id must fit in 64 bits: -9223372036854775808..9223372036854775807)'
             when customer_id is null
                 then 'customer_id "' || left(id_text, 40) || '" is not a whole number'
             when trim(coalesce(raw_gender, '')) = '' then 'gender is missing'
