@@ -281,6 +281,19 @@ def run_job(spark: Any, job: SparkJob, run_id: str | None = None) -> dict:
         raise
 
 
+def _quiet(spark: Any) -> None:
+    """The job reports a failure in one line: no JVM log lines and no PySpark query-context dumps on stderr."""
+    import logging
+
+    spark.sparkContext.setLogLevel("OFF")
+    try:
+        from pyspark.logger import PySparkLogger  # Spark 4
+    except ImportError:
+        return
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``jobs/spark_score.py``: parse, verify the model before Spark starts, run; exit codes like the CLI."""
     import argparse
@@ -305,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise ConfigError("pyspark is not installed: pip install 'mallscore[spark]'") from None
         spark = spark_session(args.master)
+        _quiet(spark)
         try:
             result = run_job(spark, job)
         finally:
