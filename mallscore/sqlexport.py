@@ -13,8 +13,14 @@ PostgreSQL; the tests require < 1e-6 and no label or segment change). A customer
 whose probability lies within ~1e-7 of the threshold or a tier cut could still
 land on the other side; training stores cuts as midpoints between observed
 probabilities, which keeps them away from real customers' values. Constants are
-written with 17 significant digits in exponent form, which both DuckDB and
-PostgreSQL read as the exact double.
+written with 17 significant digits in exponent form, which DuckDB, PostgreSQL
+and Spark read as the exact double.
+
+Dialects (:class:`mallscore.onnx_sql.Dialect`): ``duckdb``; ``postgres`` (each
+step fenced with ``offset 0``); ``spark`` for ``spark.sql()`` on Spark 3.5 and
+4.x (``double``, backtick names, ``string`` casts, backslash-escaped string
+literals, ``cast(x as bigint)`` for truncation; ``real`` is float32 there too,
+and NaN sorts above every number, so the finite-float32 rule holds).
 
 The card is parsed by :func:`mallscore.contract.contract_from_card` and the
 job's rules come from :mod:`mallscore.contract`, rendered with exact
