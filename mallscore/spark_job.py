@@ -122,20 +122,21 @@ def prepare_job(model_dir: Path, output: str, input_path: str | None = None, tab
 
 
 def spark_session(master: str | None = None, app_name: str = "mallscore-spark-score", **conf: str) -> Any:
-    """A SparkSession: ``master`` if given, else what spark-submit set up, else ``local[*]``; UTC timestamps."""
-    import os
+    """A SparkSession: ``master`` if given, else what spark-submit set up (``local[*]`` from plain python); UTC.
 
+    Without ``master`` no master is set here: under ``spark-submit`` the session
+    gets the submitted one, and a plain ``python`` run gets spark-submit's own
+    default, ``local[*]``. A ``local`` master keeps the driver on the loopback
+    interface.
+    """
     from pyspark.sql import SparkSession
 
-    if not master and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
-        master = "local[*]"
     builder = SparkSession.builder.appName(app_name)
     settings = {"spark.sql.session.timeZone": "UTC", "spark.ui.showConsoleProgress": "false"}
     if master:
         builder = builder.master(master)
-    if master and master.startswith("local"):  # one machine: keep the driver on the loopback interface
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        if master.startswith("local"):
+            settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     settings.update(conf)
     for key, value in settings.items():
         builder = builder.config(key, value)
