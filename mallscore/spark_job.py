@@ -181,12 +181,20 @@ def _raw_customers(spark: Any, job: SparkJob) -> Any:
         if "PATH_NOT_FOUND" in str(exc) or "TABLE_OR_VIEW_NOT_FOUND" in str(exc):
             raise InputMissingError(f"input {where} does not exist") from None
         raise BadInputError(f"cannot read {where} as a table of customers: {str(exc).splitlines()[0]}") from None
-    columns = {c.lower() for c in frame.columns}
-    missing = [c for c in RAW_COLUMNS if c not in columns]
+    from pyspark.sql.types import NumericType, StringType
+
+    where = job.input_path or job.table
+    types = {field.name.lower(): field.dataType for field in frame.schema.fields}
+    missing = [c for c in RAW_COLUMNS if c not in types]
     if missing:
-        raise BadInputError(
-            f"input {job.input_path or job.table} has no column {', '.join(missing)}; it needs {', '.join(RAW_COLUMNS)}"
-        )
+        raise BadInputError(f"input {where} has no column {', '.join(missing)}; it needs {', '.join(RAW_COLUMNS)}")
+    for name in RAW_COLUMNS:  # the warehouse's raw_customers types: a number, or text for gender
+        wanted = StringType if name == "gender" else NumericType
+        if not isinstance(types[name], wanted):
+            raise BadInputError(
+                f"input {where}: column {name} is {types[name].simpleString()}, not "
+                f"{'text' if name == 'gender' else 'a number'}"
+            )
     return frame
 
 

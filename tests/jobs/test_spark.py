@@ -248,20 +248,22 @@ def test_a_failed_run_leaves_no_output_folder(spark, duckdb_run, tmp_path):
         con.execute(
             f"copy (select customer_id, gender, age, spending_score from '{duckdb_run['parquet']}') to '{no_income}'"
         )
-        text_age = tmp_path / "text_age.parquet"  # fails inside Spark, while segments/ is being written
+        text_age = tmp_path / "text_age.parquet"
         con.execute(
             f"copy (select customer_id, gender, case when customer_id = 4321 then 'old' else cast(age as varchar) end "
             f"as age, annual_income, spending_score from '{duckdb_run['parquet']}') to '{text_age}'"
         )
     finally:
         con.close()
+    model = duckdb_run["model_dir"]
     with pytest.raises(BadInputError, match="annual_income"):
-        run_job(spark, prepare_job(duckdb_run["model_dir"], str(tmp_path / "out1"), str(no_income)))
-    before = spark.conf.get("spark.sql.ansi.enabled")
-    spark.conf.set("spark.sql.ansi.enabled", "true")  # a text age that is not a number is then an error
-    try:
-        with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
-            run_job(spark, prepare_job(duckdb_run["model_dir"], str(tmp_path / "out2"), str(text_age)))
-    finally:
-        spark.conf.set("spark.sql.ansi.enabled", before)
+        run_job(spark, prepare_job(model, str(tmp_path / "out1"), str(no_income)))
+    with pytest.raises(BadInputError, match="column age is string, not a number"):
+        run_job(spark, prepare_job(model, str(tmp_path / "out2"), str(text_age)))
+    # a failure inside Spark after segments/ was written: rejected/ cannot be created (a file holds its name)
+    blocked = tmp_path / "out3.tmp-S1"
+    blocked.mkdir()
+    (blocked / "rejected").write_text("in the way")
+    with pytest.raises(Exception, match="rejected"):
+        run_job(spark, prepare_job(model, str(tmp_path / "out3"), str(duckdb_run["parquet"])), run_id="S1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_income.parquet", "text_age.parquet"]
