@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,7 +24,15 @@ from mallscore.errors import BadInputError, ConfigError
 from mallscore.settings import Settings
 from mallscore.spark_job import feature_view_statements, prepare_job, run_job, spark_view_sql
 from mallscore.sqlexport import compile_model_sql
-from tests.jobs.test_export_sql import PARITY_ROWS, _compare, _expected, _features, models, warehouse  # noqa: F401
+from tests.jobs.test_export_sql import (  # noqa: F401  (models and warehouse are fixtures)
+    PARITY_ROWS,
+    _compare,
+    _expected,
+    _features,
+    _income_edges,
+    models,
+    warehouse,
+)
 from tests.scoring_support import query, seed_customers, write_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +106,68 @@ def test_tier_names_with_quotes_and_backslashes_come_back_unchanged(spark, model
         r[0] for r in spark.sql(f"select distinct segment from ({compile_model_sql(odd, data, 'spark')})").collect()
     }
     assert segments == {"it's \\gold\\ ''", "silver", "bronze", "rest"}
+
+
+@pytest.fixture(scope="module")
+def typed_parquet(models, tmp_path_factory):  # noqa: F811
+    """A lake's own feature table: integer age and gender, double income, incomes next to float32 bin edges.
+
+    Some incomes sit one double step either side of a bin edge rounded to float32: the graph sees the
+    edge itself there, so SQL that skips the float32 rounding puts them in another bin. One NaN income,
+    one infinite and some values outside the card are quarantined.
+    """
+    import pyarrow as pa
+
+    rows = 3_000
+    rng = np.random.default_rng(31)
+    age = rng.integers(12, 121, rows).astype(float)
+    income = rng.uniform(0.0, 130.0, rows)
+    gender = rng.integers(0, 2, rows).astype(float)
+    edges = _income_edges(models["_pipes"]).astype(np.float32).astype(float)
+    edges = edges[(edges > 0) & (edges < 130)]
+    near = np.concatenate([np.nextafter(edges, -np.inf), edges, np.nextafter(edges, np.inf)])
+    income[10 : 10 + near.size] = near
+    age[:3], income[3:7], gender[7:9] = [11.0, 121.0, np.nan], [130.5, -1.0, np.nan, np.inf], [2.0, np.nan]
+    feats = {
+        "customer_id": np.arange(1, rows + 1),
+        "age": age,
+        "annual_income": income,
+        "gender_female": gender,
+        "spending_score": np.full(rows, np.nan),
+    }
+    path = tmp_path_factory.mktemp("spark_typed") / "features.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array(feats["customer_id"], pa.int64()),
+                "age": pa.array([None if np.isnan(a) else int(a) for a in age], pa.int32()),
+                "annual_income": pa.array(income, pa.float64()),  # NaN and inf stay as they are
+                "gender_female": pa.array([None if np.isnan(g) else int(g) for g in gender], pa.int32()),
+                "spending_score": pa.array([None] * rows, pa.int32()),
+            }
+        ),
+        path,
+    )
+    return path, feats
+
+
+@pytest.mark.parametrize("name", ["bins", "mixed"])
+def test_export_sql_cli_output_runs_on_spark_over_integer_columns_and_bin_edges(spark, models, typed_parquet, name):  # noqa: F811
+    from typer.testing import CliRunner
+
+    import mallscore.cli  # noqa: F401  (registers commands)
+    from mallscore.cli.app import app
+
+    card, data = models[name]
+    printed = CliRunner().invoke(
+        app, ["--models-dir", str(models["_dir"]), "export-sql", "--dialect", "spark", "--model", f"v-{name}"]
+    )
+    assert printed.exit_code == 0, printed.output
+    path, feats = typed_parquet
+    spark.read.parquet(str(path)).createOrReplaceTempView("features_customer")
+    expected = _expected(card, data, feats)
+    assert len(expected["customer_id"]) == 3_000 - 9  # the rows outside the card drop out
+    _compare(_rows(spark, printed.stdout), expected)
 
 
 # --- the feature views -------------------------------------------------------------------
