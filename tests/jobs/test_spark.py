@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mallscore.errors import BadInputError, ConfigError
+from mallscore.errors import BadInputError, ConfigError, InputMissingError
 from mallscore.settings import Settings
 from mallscore.spark_job import feature_view_statements, prepare_job, run_job, spark_view_sql
 from mallscore.sqlexport import compile_model_sql
@@ -267,6 +267,15 @@ def test_the_spark_job_equals_the_duckdb_job(spark, duckdb_run, tmp_path):
         duckdb_run["run"]["rows_scored"],
         duckdb_run["run"]["rows_rejected"],
     )
+
+
+def test_the_job_reads_a_catalog_table_as_well(spark, duckdb_run, tmp_path):
+    spark.read.parquet(str(duckdb_run["parquet"])).createOrReplaceTempView("lake_customers")
+    result = run_job(spark, prepare_job(duckdb_run["model_dir"], str(tmp_path / "out"), table="lake_customers"))
+    assert (result["input"], result["rows_scored"], result["rows_rejected"]) == ("lake_customers", 4994, 6)
+    with pytest.raises(InputMissingError, match="no_such_table"):
+        run_job(spark, prepare_job(duckdb_run["model_dir"], str(tmp_path / "out2"), table="no_such_table"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def _job(*args: str, java: bool = True) -> subprocess.CompletedProcess:
