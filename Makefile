@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/mallscore --warehouse $(DEMO_WAREHOUSE) --models-dir $(DEMO_MODELS) demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # ruff's settings live in pyproject.toml; CI runs `make lint`.
 lint: $(STAMP)

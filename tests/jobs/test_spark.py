@@ -35,6 +35,8 @@ from tests.jobs.test_export_sql import (  # noqa: F401  (models and warehouse ar
 )
 from tests.scoring_support import query, seed_customers, write_model
 
+# One JVM for the whole file: under `make test` (xdist --dist loadgroup) every test here runs on one worker.
+pytestmark = pytest.mark.xdist_group("spark")
 REPO = Path(__file__).resolve().parents[2]
 RAW = "customer_id, gender, age, annual_income, spending_score"
 
