@@ -257,6 +257,10 @@ class Params:
         """An expression cast to text (for reasons)."""
         return f"cast({expr} as varchar)"
 
+    def quote(self, identifier: str) -> str:
+        """A column name quoted for the engine that runs the SQL."""
+        return quote(identifier)
+
 
 class Variables(Params):
     """Card values as DuckDB session variables, for views and macros (which cannot bind parameters).
@@ -285,21 +289,39 @@ class Literals(Params):
     exactly by DuckDB, PostgreSQL and Spark); strings are quoted with ``''``.
     """
 
-    def __init__(self, double: str = "double precision") -> None:
+    def __init__(
+        self,
+        double: str = "double precision",
+        text: str = "varchar",
+        identifier_quote: str = '"',
+        backslash_escapes: bool = False,
+    ) -> None:
         super().__init__()
-        self.double = double
+        self.double, self.text_type, self.identifier_quote = double, text, identifier_quote
+        self.backslash_escapes = backslash_escapes  # Spark reads \ in a string literal as an escape
 
     def number(self, key: str, value: float) -> str:
         """``cast(<17 digits> as double)``."""
         return literal(value, self.double)
 
     def text(self, key: str, value: str) -> str:
-        """``'value'`` with quotes doubled."""
+        """``'value'`` with quotes doubled (Spark: quotes and backslashes escaped with a backslash)."""
+        if self.backslash_escapes:
+            return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
         return "'" + str(value).replace("'", "''") + "'"
 
     def is_one_of(self, column: str, key: str, values: Sequence[float]) -> str:
         """``column in (...)``."""
         return f"{column} in ({', '.join(self.number(key, v) for v in values)})"
+
+    def as_text(self, expr: str) -> str:
+        """``cast(expr as <text type>)`` (Spark has no length-free varchar: ``string``)."""
+        return f"cast({expr} as {self.text_type})"
+
+    def quote(self, identifier: str) -> str:
+        """The identifier in the engine's quotes (Spark: backticks), the quote character doubled inside."""
+        q = self.identifier_quote
+        return q + identifier.replace(q, q + q) + q
 
 
 def literal(value: float, double: str = "double precision") -> str:
@@ -360,7 +382,8 @@ def _reason(rule: Rule, f: Feature, col: str, v: Params) -> str:
     if rule.kind in ("below", "above"):
         lo = v.as_text(v.number(f"f{i}_min", f.min)) if f.min is not None else "'-inf'"
         hi = v.as_text(v.number(f"f{i}_max", f.max)) if f.max is not None else "'inf'"
-        return f"{name} || ' ' || {value} || ' is {rule.kind} the model''s range ' || {lo} || '..' || {hi}"
+        outside = v.text(f"{rule.kind}_text", f" is {rule.kind} the model's range ")  # each engine escapes the '
+        return f"{name} || ' ' || {value} || {outside} || {lo} || '..' || {hi}"
     listed = v.text(f"f{i}_values_text", ", ".join(f"{x:g}" for x in f.values or ()))
     return f"{name} || ' ' || {value} || ' is not a known category (' || {listed} || ')'"
 
@@ -370,7 +393,7 @@ def reason_sql(contract: Contract, values: Params, columns: Sequence[str] | None
 
     ``columns`` names the features' columns (default: the feature names).
     """
-    cols = [quote(c) for c in (columns or contract.feature_names)]
+    cols = [values.quote(c) for c in (columns or contract.feature_names)]
     whens = [
         f"when {_broken(r, contract.features[r.feature], cols[r.feature], values)} "
         f"then {_reason(r, contract.features[r.feature], cols[r.feature], values)}"
@@ -381,7 +404,7 @@ def reason_sql(contract: Contract, values: Params, columns: Sequence[str] | None
 
 def passes_sql(contract: Contract, values: Params, columns: Sequence[str] | None = None) -> str:
     """A SQL condition: true exactly when :func:`reason_sql` is NULL (the rows the job would score)."""
-    cols = [quote(c) for c in (columns or contract.feature_names)]
+    cols = [values.quote(c) for c in (columns or contract.feature_names)]
     return "\n        and ".join(
         f"not ({_broken(r, contract.features[r.feature], cols[r.feature], values)})" for r in quarantine_rules(contract)
     )

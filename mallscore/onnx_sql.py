@@ -29,6 +29,40 @@ _EXP_LIMIT = 700.0  # exp() of more than ~709 overflows a double; PostgreSQL rai
 FLOAT, _DOUBLE, _INT32, _INT64, _BOOL, _STRING = 1, 11, 6, 7, 9, 8
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How one engine spells what the compiled SQL needs: the double type, quoted names, string literals."""
+
+    name: str
+    double: str = "double precision"
+    quote_char: str = '"'
+    text: str = "varchar"
+    backslash_escapes: bool = False  # Spark reads \ in a string literal as an escape
+    fence: bool = False  # PostgreSQL inlines CTEs: "offset 0" keeps every step its own subquery
+
+    def literals(self) -> Literals:
+        """The contract's rendering of card values for this engine."""
+        return Literals(self.double, self.text, self.quote_char, self.backslash_escapes)
+
+    def quote(self, identifier: str) -> str:
+        """A plain identifier quoted (ModelNotExpressibleError for anything else)."""
+        return quote_plain(identifier, self.quote_char)
+
+    def to_double(self, expr: str) -> str:
+        return f"cast({expr} as {self.double})"
+
+    def truncate(self, expr: str) -> str:
+        """Truncation toward zero of a finite double, as an integer (Spark's trunc() is a date function)."""
+        return f"cast({expr} as bigint)" if self.name == "spark" else f"trunc({expr})"
+
+
+DUCKDB = Dialect("duckdb")
+POSTGRES = Dialect("postgres", fence=True)
+# Spark 3.5 / 4.x: `double`, backtick names, no length-free varchar, backslash escapes in strings.
+SPARK = Dialect("spark", double="double", quote_char="`", text="string", backslash_escapes=True)
+DIALECT_SPECS = {d.name: d for d in (DUCKDB, POSTGRES, SPARK)}
+
+
 class ModelNotExpressibleError(ConfigError):
     """The model uses something this compiler cannot express exactly in SQL (exit 78)."""
 
@@ -56,26 +90,19 @@ class _Program:
         return names
 
 
-def _literal(value: float) -> str:
-    """A double constant both engines read exactly (the contract's rendering)."""
+def _literal(value: float, dialect: Dialect = DUCKDB) -> str:
+    """A double constant every engine reads exactly (the contract's rendering)."""
     try:
-        return literal(value)
+        return literal(value, dialect.double)
     except ConfigError as exc:
         raise ModelNotExpressibleError(str(exc)) from None
 
 
-ONE, ZERO = "cast(1 as double precision)", "cast(0 as double precision)"
-
-
-def _text(value: str) -> str:
-    return Literals().text("", value)
-
-
-def quote_plain(identifier: str) -> str:
-    """A plain identifier, double-quoted (ModelNotExpressibleError for anything else)."""
+def quote_plain(identifier: str, quote_char: str = '"') -> str:
+    """A plain identifier, quoted (double quotes; Spark: backticks); ModelNotExpressibleError for anything else."""
     if not _IDENTIFIER.match(identifier):
         raise ModelNotExpressibleError(f"{identifier!r} is not a plain SQL identifier; cannot reference it safely")
-    return '"' + identifier + '"'
+    return quote_char + identifier + quote_char
 
 
 def _sigmoid(s: str) -> str:
@@ -89,9 +116,11 @@ def _sigmoid(s: str) -> str:
 class Compiler:
     """Walks the graph in order, keeping a symbolic value for every tensor name."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, dialect: Dialect = DUCKDB) -> None:
         from onnx import numpy_helper
 
+        self.dialect = dialect
+        self.one, self.zero = dialect.to_double("1"), dialect.to_double("0")
         self.model = model
         self.graph = model.graph
         self.values: dict[str, Tensor] = {}
@@ -99,6 +128,12 @@ class Compiler:
         self.program = _Program()
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _literal(self, value: float) -> str:
+        return _literal(value, self.dialect)
+
+    def _text(self, value: str) -> str:
+        return self.dialect.literals().text("", value)
 
     def attrs(self, node: Any) -> dict[str, Any]:
         from onnx import helper
@@ -135,7 +170,7 @@ class Compiler:
             )
         flat = array.reshape(-1)
         if flat.dtype.kind in "fiub":
-            return [_literal(v) for v in flat], "float"
+            return [self._literal(v) for v in flat], "float"
         raise ModelNotExpressibleError(
             f"{node.op_type} node {node.name!r}: constant of type {flat.dtype} is not supported"
         )
@@ -189,10 +224,10 @@ class Compiler:
             part = self.tensor(name, node)
             if part.kind not in ("float", "int"):
                 raise ModelNotExpressibleError(f"FeatureVectorizer node {node.name!r} on {part.kind} input")
-            cols = part.columns[:dim] + [ZERO] * max(
+            cols = part.columns[:dim] + [self.zero] * max(
                 dim - len(part.columns), 0
             )  # truncate / zero-pad as onnxruntime does
-            columns += cols if part.kind == "float" else [f"cast({c} as double precision)" for c in cols]
+            columns += cols if part.kind == "float" else [self.dialect.to_double(c) for c in cols]
         self.values[node.output[0]] = Tensor(columns, "float")
 
     def _select(self, node, source: Tensor, indices) -> None:
@@ -236,17 +271,19 @@ class Compiler:
                 self.values[node.output[0]] = source
                 return
             if source.kind == "bool":
-                self.emit(node, [f"(case when {c} then {ONE} else {ZERO} end)" for c in source.columns], "float")
+                self.emit(
+                    node, [f"(case when {c} then {self.one} else {self.zero} end)" for c in source.columns], "float"
+                )
                 return
             if source.kind == "int":
-                self.emit(node, [f"cast({c} as double precision)" for c in source.columns], "float")
+                self.emit(node, [self.dialect.to_double(c) for c in source.columns], "float")
                 return
         elif to in (_INT32, _INT64):
             if source.kind == "int":
                 self.values[node.output[0]] = source
                 return
             if source.kind == "float":  # C cast: truncation toward zero
-                self.emit(node, [f"trunc({c})" for c in source.columns], "int")
+                self.emit(node, [self.dialect.truncate(c) for c in source.columns], "int")
                 return
             if source.kind == "bool":
                 self.emit(node, [f"(case when {c} then 1 else 0 end)" for c in source.columns], "int")
@@ -266,7 +303,7 @@ class Compiler:
             raise ModelNotExpressibleError(f"Scaler node {node.name!r} has {len(offset)} offsets for {n} columns")
         self.emit(
             node,
-            [f"(({c} - {_literal(o)}) * {_literal(s)})" for c, o, s in zip(source.columns, offset, scale)],
+            [f"(({c} - {self._literal(o)}) * {self._literal(s)})" for c, o, s in zip(source.columns, offset, scale)],
             "float",
         )
 
@@ -333,17 +370,17 @@ class Compiler:
         elif "cats_strings" in attrs:
             if source.kind != "string":
                 raise ModelNotExpressibleError(f"OneHotEncoder node {node.name!r} on {source.kind} input")
-            cats = [_text(c.decode() if isinstance(c, bytes) else c) for c in attrs["cats_strings"]]
+            cats = [self._text(c.decode() if isinstance(c, bytes) else c) for c in attrs["cats_strings"]]
         else:
             raise ModelNotExpressibleError(f"OneHotEncoder node {node.name!r} without categories")
         # zeros=0 makes onnxruntime fail on an unknown category: the SQL gives NULL (no probability) there
         exprs = []
         for c in source.columns:
             if attrs.get("zeros", 1):
-                exprs += [f"(case when {c} = {cat} then {ONE} else {ZERO} end)" for cat in cats]
+                exprs += [f"(case when {c} = {cat} then {self.one} else {self.zero} end)" for cat in cats]
             else:
                 known = f"{c} in ({', '.join(cats)})"
-                exprs += [f"(case when {c} = {cat} then {ONE} when {known} then {ZERO} end)" for cat in cats]
+                exprs += [f"(case when {c} = {cat} then {self.one} when {known} then {self.zero} end)" for cat in cats]
         self.emit(node, exprs, "float")
 
     def op_LinearClassifier(self, node, attrs):
@@ -369,8 +406,8 @@ class Compiler:
         intercepts = intercepts or [0.0, 0.0]
         scores = []
         for t in range(2):
-            terms = [f"{_literal(w)} * {c}" for w, c in zip(rows[t], source.columns) if w != 0.0]
-            scores.append(" + ".join([_literal(intercepts[t]), *terms]))
+            terms = [f"{self._literal(w)} * {c}" for w, c in zip(rows[t], source.columns) if w != 0.0]
+            scores.append(" + ".join([self._literal(intercepts[t]), *terms]))
         s = self.program.materialise(scores, "score")
         post = attrs.get("post_transform", "NONE")
         if post == "LOGISTIC":

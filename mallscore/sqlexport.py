@@ -13,8 +13,14 @@ PostgreSQL; the tests require < 1e-6 and no label or segment change). A customer
 whose probability lies within ~1e-7 of the threshold or a tier cut could still
 land on the other side; training stores cuts as midpoints between observed
 probabilities, which keeps them away from real customers' values. Constants are
-written with 17 significant digits in exponent form, which both DuckDB and
-PostgreSQL read as the exact double.
+written with 17 significant digits in exponent form, which DuckDB, PostgreSQL
+and Spark read as the exact double.
+
+Dialects (:class:`mallscore.onnx_sql.Dialect`): ``duckdb``; ``postgres`` (each
+step fenced with ``offset 0``); ``spark`` for ``spark.sql()`` on Spark 3.5 and
+4.x (``double``, backtick names, ``string`` casts, backslash-escaped string
+literals, ``cast(x as bigint)`` for truncation; ``real`` is float32 there too,
+and NaN sorts above every number, so the finite-float32 rule holds).
 
 The card is parsed by :func:`mallscore.contract.contract_from_card` and the
 job's rules come from :mod:`mallscore.contract`, rendered with exact
@@ -33,7 +39,6 @@ from typing import Any
 from mallscore.contract import (
     OBSERVED_SCORE_COLUMN,
     Contract,
-    Literals,
     basis_sql,
     contract_from_card,
     passes_sql,
@@ -41,11 +46,11 @@ from mallscore.contract import (
     segment_sql,
 )
 from mallscore.errors import ConfigError, UsageError
-from mallscore.onnx_sql import FLOAT, Compiler, ModelNotExpressibleError, Tensor, quote_plain
+from mallscore.onnx_sql import DIALECT_SPECS, DUCKDB, FLOAT, Compiler, Dialect, ModelNotExpressibleError, Tensor
 
 __all__ = ["DIALECTS", "ModelNotExpressibleError", "compile_model_ctes", "compile_model_sql", "export_sql"]
 
-DIALECTS = ("duckdb", "postgres")
+DIALECTS = ("duckdb", "postgres", "spark")
 
 
 def _needed_nodes(model: Any, output: str) -> list[Any]:
@@ -78,7 +83,7 @@ class Compiled:
     p_expr: str
 
 
-def compile_graph(card: dict, onnx_bytes: bytes) -> Compiled:
+def compile_graph(card: dict, onnx_bytes: bytes, dialect: Dialect = DUCKDB) -> Compiled:
     """Check the card, parse the graph and evaluate it symbolically (ModelNotExpressibleError if it cannot)."""
     import onnx
 
@@ -88,7 +93,7 @@ def compile_graph(card: dict, onnx_bytes: bytes) -> Compiled:
         model = onnx.load_from_string(onnx_bytes)
     except Exception as exc:  # the protobuf parser raises several types
         raise ConfigError(f"model file is not a readable ONNX graph ({type(exc).__name__})") from None
-    compiler = Compiler(model)
+    compiler = Compiler(model, dialect)
     graph_inputs = [i.name for i in model.graph.input if i.name not in compiler.constants]
     if graph_inputs != inputs:
         raise ModelNotExpressibleError(f"graph inputs {graph_inputs} differ from the card's inputs {inputs}")
@@ -125,16 +130,19 @@ def compile_graph(card: dict, onnx_bytes: bytes) -> Compiled:
     return Compiled(contract, input_columns, compiler.program.ctes, probabilities.columns[column])
 
 
-def _input_expr(column: str) -> str:
-    """A feature rounded to float32 exactly as the graph's float input does, then widened to double."""
-    return f"cast(cast({quote_plain(column)} as real) as double precision)"
+def _input_expr(column: str, dialect: Dialect = DUCKDB) -> str:
+    """A feature rounded to float32 exactly as the graph's float input does, then widened to double.
+
+    ``real`` is float32 in all three engines (Spark reads it as FLOAT).
+    """
+    return dialect.to_double(f"cast({dialect.quote(column)} as real)")
 
 
-def _step_ctes(compiled: Compiled, first: str, prefix: str, dialect: str) -> tuple[list[str], str]:
+def _step_ctes(compiled: Compiled, first: str, prefix: str, dialect: Dialect) -> tuple[list[str], str]:
     """The graph's steps as CTEs, each adding columns to the previous one; returns (ctes, last CTE name)."""
     # PostgreSQL inlines CTEs and would paste each step's expressions into the next, repeating the
     # argmax/one-hot expressions many times; "offset 0" keeps every step a separate (streamed) subquery.
-    fence = "\n    offset 0" if dialect == "postgres" else ""
+    fence = "\n    offset 0" if dialect.fence else ""
     ctes, previous = [], first
     for name, columns in compiled.steps:
         body = ",\n        ".join(f"{expr} as {col}" for col, expr in columns)
@@ -159,22 +167,19 @@ def compile_model_sql(
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown SQL dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
-    compiled = compile_graph(card, onnx_bytes)
+    engine = DIALECT_SPECS[dialect]
+    compiled = compile_graph(card, onnx_bytes, engine)
     contract = compiled.contract
-    values = Literals()
-    score = (
-        f"cast({quote_plain(observed_score)} as double precision)"
-        if observed_score
-        else "cast(null as double precision)"
-    )
-    ctes = [f"features as (\n    select * from {quote_plain(contract.feature_table)}\n)"]
+    values = engine.literals()
+    score = engine.to_double(engine.quote(observed_score) if observed_score else "null")
+    ctes = [f"features as (\n    select * from {engine.quote(contract.feature_table)}\n)"]
     ctes.append(
         "inputs as (\n    select\n        customer_id,\n        "
         + f"{score} as observed_score,\n        "
-        + ",\n        ".join(f"{_input_expr(graph_input)} as {name}" for name, graph_input in compiled.inputs)
+        + ",\n        ".join(f"{_input_expr(graph_input, engine)} as {name}" for name, graph_input in compiled.inputs)
         + f"\n    from features\n    where {passes_sql(contract, values)}\n)"
     )
-    steps, previous = _step_ctes(compiled, "inputs", "", dialect)
+    steps, previous = _step_ctes(compiled, "inputs", "", engine)
     ctes += steps
     ctes.append(
         f"scored as (\n    select customer_id, observed_score, {compiled.p_expr} as p_high_spender\n    from {previous}\n)"
@@ -217,8 +222,8 @@ def compile_model_ctes(
     inputs = ",\n        ".join(
         f"{_input_expr(columns[graph_input])} as {name}" for name, graph_input in compiled.inputs
     )
-    ctes = [f"{prefix}inputs as (\n    select\n        *,\n        {inputs}\n    from {quote_plain(source)}\n)"]
-    steps, previous = _step_ctes(compiled, prefix + "inputs", prefix, "duckdb")
+    ctes = [f"{prefix}inputs as (\n    select\n        *,\n        {inputs}\n    from {DUCKDB.quote(source)}\n)"]
+    steps, previous = _step_ctes(compiled, prefix + "inputs", prefix, DUCKDB)
     ctes += steps
     relation = prefix + "scored"
     ctes.append(f"{relation} as (\n    select *, {compiled.p_expr} as p_high_spender\n    from {previous}\n)")

@@ -87,6 +87,45 @@ def pg_server():
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def spark():
+    """One real local Spark session (2 cores, 2 shuffle partitions, no UI) shared by the Spark tests.
+
+    Skips naming what is missing (pyspark, or Java) outside CI; under CI
+    (MALLSCORE_REQUIRE_SPARK=1) a missing part fails instead.
+    """
+    import shutil
+
+    missing = None
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        missing = "pyspark is not installed (pip install -e '.[spark]')"
+    if missing is None and shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        missing = "no Java runtime (java on PATH or JAVA_HOME) for Spark"
+    if missing:
+        if os.environ.get("MALLSCORE_REQUIRE_SPARK") == "1":
+            pytest.fail(f"MALLSCORE_REQUIRE_SPARK=1 but {missing}")
+        pytest.skip(missing)
+    from mallscore.spark_job import spark_session
+
+    session = spark_session(
+        "local[2]",
+        "mallscore-tests",
+        **{
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.ui.enabled": "false",
+            "spark.driver.memory": "1g",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+        },
+    )
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
 @pytest.fixture
 def score_settings(tmp_path: Path) -> Settings:
     """Settings for a warehouse and a models folder inside tmp_path (short lock timeout)."""

@@ -74,7 +74,7 @@ def publish(
 @cli_errors
 def export_sql(
     ctx: typer.Context,
-    dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres", help="SQL dialect to print."),
+    dialect: str = typer.Option("duckdb", "--dialect", metavar="duckdb|postgres|spark", help="SQL dialect to print."),
     model: str | None = typer.Option(None, "--model", metavar="VERSION", help="Model version [default: the champion]."),
     spec: str = typer.Option("default", "--spec", help="Model spec whose champion is exported (without --model)."),
     observed_score: bool = typer.Option(
@@ -89,9 +89,10 @@ def export_sql(
 
     Columns: customer_id, p_high_spender, predicted_high_spender, segment, basis,
     by the same rules as `mallscore score` (rows it would quarantine are left
-    out; a known spending score decides the tier). Run it in DuckDB or in the
-    mall's PostgreSQL warehouse (with a features_customer table) to score inside
-    the engine; it matches onnxruntime within 1e-6. Exit 78 when the model
+    out; a known spending score decides the tier). Run it in DuckDB, in the
+    mall's PostgreSQL warehouse or with Spark's spark.sql() (with a
+    features_customer table or view) to score inside the engine; it matches
+    onnxruntime within 1e-6. Exit 78 when the model
     cannot be expressed exactly in SQL, is missing or was tampered with.
     """
     from mallscore.contract import OBSERVED_SCORE_COLUMN
