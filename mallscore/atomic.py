@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +186,27 @@ def copy_open_file(src_fd: int, dest: Path, *, mode: int = PRIVATE_MODE, before_
     again by its path would release every lock this process holds on it.
     """
     _replace_with(dest, lambda fd: _copy_from_fd(src_fd, fd), mode, before_replace)
+
+
+_PID_TAG = re.compile(r"-pid(\d+)-[^-]*$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fresh_temp_dir(parent: Path, prefix: str, family: str) -> Path:
+    """A new private folder ``<prefix>pid<PID>-<random>`` in ``parent``, after removing the ``family*``
+    folders that processes which no longer run left behind (a killed writer); live writers' are kept."""
+    parent = Path(parent)
+    for old in parent.glob(f"{family}*"):
+        match = _PID_TAG.search(old.name)
+        if old.is_dir() and not old.is_symlink() and match and not _alive(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}pid{os.getpid()}-"))

@@ -124,7 +124,7 @@ def register(models_dir: Path, card: dict, files: dict[str, bytes]) -> Path:
     final = _inside(root, spec, version)
     if final.exists():
         raise ConfigError(f"model version {version} already exists in {spec_dir}")
-    tmp = Path(tempfile.mkdtemp(dir=spec_dir, prefix=f".tmp-{version}-"))
+    tmp = atomic.fresh_temp_dir(spec_dir, f".tmp-{version}-", family=".tmp-")  # and a killed run's leftovers go
     try:
         for name, data in files.items():
             atomic.write_new(tmp / validate_name("file", name), data, mode=FILE_MODE)
