@@ -413,12 +413,18 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     later = ""
     params: dict = {}
     if held is not None:
-        later = (
-            "where not exists (select 1 from scoring_runs as r where r.run_id = segment_changes.run_id "
-            "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
-        )
+        later = "and (started_at > $started or (started_at = $started and run_id > $run))"
         params = {"started": held[1], "run": held[0]}
-    runs = [r[0] for r in con.execute(f"select distinct run_id from segment_changes {later}", params).fetchall()]
+    # the runs after the one the target holds, from scoring_runs (reading the feed itself to find them
+    # would pair every run's rows); a run without changes appends nothing
+    runs = [
+        r[0]
+        for r in con.execute(
+            f"select run_id from scoring_runs where status not in ('running', 'failed', 'abandoned', 'aborted') "
+            f"{later}",
+            params,
+        ).fetchall()
+    ]
     if not runs:
         return 0
     present = {r[0] for r in pub.conn.execute(sa.select(changes.c.run_id).where(changes.c.run_id.in_(runs)).distinct())}

@@ -5,6 +5,8 @@
 -- assignments, and the rows it archived, marked archived_by_run), so the feed costs no second copy
 -- of the run's rows and a rerun that changes nothing adds nothing. Runs older than the
 -- archived_by_run column show every customer they scored as new.
+-- Two halves joined on (customer, run) rather than one full outer join, so that a filter on run_id
+-- (one run's feed) reaches both tables' scans instead of pairing the whole history first.
 create or replace view segment_changes as
 with assignments as (
     select * from segment_history
@@ -18,42 +20,50 @@ runs as (
     select run_id, started_at from scoring_runs
 ),
 
-paired as (
+scored as (
     select
-        coalesce(assignments.customer_id, replaced.customer_id) as customer_id,
-        coalesce(assignments.run_id, replaced.archived_by_run) as run_id,
+        assignments.customer_id,
+        assignments.run_id,
+        case when replaced.customer_id is null then 'new' else 'changed' end as change,
         replaced.segment as previous_segment,
-        assignments.segment as segment,
+        assignments.segment,
         replaced.p_high_spender as previous_p_high_spender,
-        assignments.p_high_spender as p_high_spender,
+        assignments.p_high_spender,
         replaced.predicted_high_spender as previous_predicted_high_spender,
-        assignments.predicted_high_spender as predicted_high_spender,
-        assignments.scored_at as scored_at,
-        replaced.customer_id is null as is_new,
-        assignments.customer_id is null as is_removed
+        assignments.predicted_high_spender,
+        assignments.scored_at
     from assignments
-    full outer join replaced
+    left join replaced
         on assignments.customer_id = replaced.customer_id and assignments.run_id = replaced.archived_by_run
+    where replaced.customer_id is null
+        or assignments.segment <> replaced.segment
+        or assignments.predicted_high_spender <> replaced.predicted_high_spender
+),
+
+withdrawn as (
+    select
+        replaced.customer_id,
+        replaced.archived_by_run as run_id,
+        'removed' as change,
+        replaced.segment as previous_segment,
+        cast(null as varchar) as segment,
+        replaced.p_high_spender as previous_p_high_spender,
+        cast(null as double) as p_high_spender,
+        replaced.predicted_high_spender as previous_predicted_high_spender,
+        cast(null as boolean) as predicted_high_spender,
+        runs.started_at as scored_at
+    from replaced
+    left join runs on runs.run_id = replaced.archived_by_run
+    where not exists (
+        select 1 from assignments
+        where assignments.customer_id = replaced.customer_id and assignments.run_id = replaced.archived_by_run
+    )
 ),
 
 final as (
-    select
-        paired.customer_id,
-        paired.run_id,
-        case when is_new then 'new' when is_removed then 'removed' else 'changed' end as change,
-        paired.previous_segment,
-        paired.segment,
-        paired.previous_p_high_spender,
-        paired.p_high_spender,
-        paired.previous_predicted_high_spender,
-        paired.predicted_high_spender,
-        coalesce(paired.scored_at, runs.started_at) as scored_at
-    from paired
-    left join runs using (run_id)
-    where is_new
-        or is_removed
-        or paired.segment <> paired.previous_segment
-        or paired.predicted_high_spender <> paired.previous_predicted_high_spender
+    select * from scored
+    union all
+    select * from withdrawn
 )
 
 select * from final;
