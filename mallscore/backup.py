@@ -40,8 +40,9 @@ import duckdb
 
 from mallscore import atomic
 from mallscore.errors import ConfigError, InputMissingError, LockedError, TemporaryError, UsageError
+from mallscore.integrity import damage, truncation
 from mallscore.settings import Settings, check_file_name
-from mallscore.warehouse import connect, damage, truncation
+from mallscore.warehouse import connect
 
 # errors the file system raises that another part of the CLI maps (a full disk, a failing device)
 _PASS_THROUGH = {errno.ENOSPC, errno.EDQUOT, errno.EIO}

@@ -34,7 +34,7 @@ def _known_failure(exc: Exception, ctx: Any) -> MallscoreError | None:
     """A known failure hiding in a library exception: a DuckDB file that cannot be read whole (78)."""
     if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
         return None
-    from mallscore.warehouse import damage
+    from mallscore.integrity import damage
 
     warehouse = None
     if isinstance(ctx, typer.Context):

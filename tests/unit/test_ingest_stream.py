@@ -15,7 +15,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from mallscore.ingest import COLUMNS, csv_chunks, ingest_csv, load_chunks
+from mallscore.csvsource import csv_chunks
+from mallscore.ingest import COLUMNS, ingest_csv, load_chunks
 
 H = "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)"
 
