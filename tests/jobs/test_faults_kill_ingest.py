@@ -37,7 +37,7 @@ def _state(path: Path) -> tuple:
     con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": "false"})
     try:
         loads = con.execute(
-            "select rows_in_file, loaded, rejected, inserted from ingest_loads order by load_id"
+            "select rows_in_file, loaded, rejected, inserted from ingest_loads order by started_at, load_id"
         ).fetchall()
         customers = con.execute(
             "select count(*), count(distinct customer_id), count(distinct load_id) from raw_customers"
