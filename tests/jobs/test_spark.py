@@ -57,15 +57,12 @@ def _feature_view(spark, warehouse_path: Path, tmp: Path) -> None:
 
 
 def _rows(spark, sql: str) -> list[tuple]:
-    table = spark.sql(sql).toArrow()
-    return list(
-        zip(
-            *(
-                table.column(c).to_pylist()
-                for c in ("customer_id", "p_high_spender", "predicted_high_spender", "segment")
-            )
-        )
-    )
+    columns = ("customer_id", "p_high_spender", "predicted_high_spender", "segment")
+    frame = spark.sql(sql)
+    if not hasattr(frame, "toArrow"):  # Spark 3.5 (toArrow is new in 4.0)
+        return [tuple(row[c] for c in columns) for row in frame.collect()]
+    table = frame.toArrow()
+    return list(zip(*(table.column(c).to_pylist() for c in columns)))
 
 
 @pytest.fixture(scope="module")
