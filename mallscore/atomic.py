@@ -63,11 +63,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _replace_with(target: Path, fill: Callable[[int], None], mode: int, before_replace: BeforeReplace) -> None:
-    """Create the temporary file with ``mode``, let ``fill`` write it, fsync, check, rename over ``target``."""
+def _publish(target: Path, produce: Callable[[Path], None], before_replace: BeforeReplace) -> None:
+    """Let ``produce`` write a complete, fsynced file at the temporary name, check it, rename it over ``target``."""
     target = Path(target)
     tmp = temporary_name(target)
     try:
+        produce(tmp)
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def _replace_with(target: Path, fill: Callable[[int], None], mode: int, before_replace: BeforeReplace) -> None:
+    """Create the temporary file with ``mode``, let ``fill`` write it, fsync, check, rename over ``target``."""
+
+    def produce(tmp: Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # the umask narrowed the creation mode; a leftover file kept its own
@@ -75,22 +89,16 @@ def _replace_with(target: Path, fill: Callable[[int], None], mode: int, before_r
             os.fsync(fd)
         finally:
             os.close(fd)
-        if before_replace is not None:
-            before_replace(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+
+    _publish(target, produce, before_replace)
 
 
 def produce_file(
     target: Path, produce: Callable[[Path], None], *, mode: int = PRIVATE_MODE, before_replace: BeforeReplace = None
 ) -> None:
     """Replace ``target`` atomically by a file that ``produce(tmp)`` writes at the temporary name (e.g. an engine)."""
-    target = Path(target)
-    tmp = temporary_name(target)
-    try:
+
+    def produced(tmp: Path) -> None:
         produce(tmp)
         os.chmod(tmp, mode)
         fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
@@ -98,13 +106,8 @@ def produce_file(
             os.fsync(fd)
         finally:
             os.close(fd)
-        if before_replace is not None:
-            before_replace(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+
+    _publish(target, produced, before_replace)
 
 
 def _write_all(fd: int, data: bytes) -> None:
