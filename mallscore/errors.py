@@ -1,7 +1,8 @@
 """Typed failures a person can act on, each with the exit code the CLI returns.
 
 The exit codes follow BSD sysexits and are documented in the README:
-0 success, 1 unexpected error, 2 usage error, 65 bad input data, 66 input file
+0 success, 1 unexpected error, 2 usage error, 3 drift alert (``score
+--fail-on-drift``: the run is committed), 65 bad input data, 66 input file
 missing or unreadable, 74 input/output error (a full disk), 75 temporary failure
 (retry later), 78 configuration or model error. 130 / 143 are used when a run is
 interrupted (Ctrl-C / SIGTERM).
@@ -16,6 +17,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
+EXIT_DRIFT = 3  # score --fail-on-drift: the run committed, and a feature or the score drifted to 'alert'
 EXIT_DATAERR = 65
 EXIT_NOINPUT = 66
 EXIT_IOERR = 74

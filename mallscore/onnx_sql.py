@@ -126,6 +126,7 @@ class Compiler:
         self.values: dict[str, Tensor] = {}
         self.constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.program = _Program()
+        self.linear: dict | None = None  # the LinearClassifier's inputs and coefficients (for the reasons)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -404,12 +405,13 @@ class Compiler:
                 "export-sql handles binary logistic regression as skl2onnx exports it (two rows)"
             )
         intercepts = intercepts or [0.0, 0.0]
+        post = attrs.get("post_transform", "NONE")
+        self.linear = {"columns": list(source.columns), "coefficients": rows.tolist(), "post_transform": post}
         scores = []
         for t in range(2):
             terms = [f"{self._literal(w)} * {c}" for w, c in zip(rows[t], source.columns) if w != 0.0]
             scores.append(" + ".join([self._literal(intercepts[t]), *terms]))
         s = self.program.materialise(scores, "score")
-        post = attrs.get("post_transform", "NONE")
         if post == "LOGISTIC":
             probabilities = [_sigmoid(s[0]), _sigmoid(s[1])]
         elif post == "SOFTMAX":

@@ -21,6 +21,8 @@ DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_LOCK_TIMEOUT = 60.0
 DEFAULT_MEMORY_LIMIT = "64MB"
 DEFAULT_PUBLISH_TABLE = "mallscore_segments"
+DEFAULT_DRIFT_WARN = 0.1  # PSI: below is stable, 0.1-0.25 watch, from 0.25 act (the usual convention)
+DEFAULT_DRIFT_ALERT = 0.25
 ENVIRONMENT = {
     "MALLSCORE_WAREHOUSE": "warehouse",
     "MALLSCORE_MODELS_DIR": "models_dir",
@@ -32,6 +34,8 @@ ENVIRONMENT = {
     "MALLSCORE_DEBUG": "debug",
     "MALLSCORE_ANALYST_PATH": "analyst_path",
     "MALLSCORE_ANALYST_GROUP": "analyst_group",
+    "MALLSCORE_DRIFT_WARN": "drift_warn",
+    "MALLSCORE_DRIFT_ALERT": "drift_alert",
 }
 _MEMORY = re.compile(r"^(\d+(\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)$", re.IGNORECASE)
 MAX_LOCK_TIMEOUT = 86_400.0  # a day: a nightly job that waits longer has missed its night
@@ -55,6 +59,8 @@ class Settings:
     debug: bool = False  # unexpected errors print their traceback
     analyst_path: Path | None = None  # where the analyst snapshot is published; None: beside the warehouse
     analyst_group: str | None = None  # the group given read access (0640) to the snapshot and exported files
+    drift_warn: float = DEFAULT_DRIFT_WARN  # a feature's PSI from which a run's drift status is 'warn'
+    drift_alert: float = DEFAULT_DRIFT_ALERT  # ... and 'alert' (score --fail-on-drift exits 3)
 
     @property
     def snapshot(self) -> Path:
@@ -90,6 +96,19 @@ def _memory_limit(raw: str) -> str:
         raise UsageError(
             f"MALLSCORE_MEMORY_LIMIT must be a positive size such as 64MB or 2GB, or 'default', got {raw!r}"
         )
+    return value
+
+
+def _psi(env: Mapping[str, str], name: str) -> float | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number (a PSI such as 0.1), got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > 100:
+        raise UsageError(f"{name} must be a PSI above 0 and at most 100, got {raw!r}")
     return value
 
 
@@ -160,7 +179,14 @@ def load_settings(
         debug=debug_enabled(env) or None,
         analyst_path=Path(env["MALLSCORE_ANALYST_PATH"]) if _text(env, "MALLSCORE_ANALYST_PATH") else None,
         analyst_group=_text(env, "MALLSCORE_ANALYST_GROUP"),
+        drift_warn=_psi(env, "MALLSCORE_DRIFT_WARN"),
+        drift_alert=_psi(env, "MALLSCORE_DRIFT_ALERT"),
     )
+    if settings.drift_warn > settings.drift_alert:
+        raise UsageError(
+            f"MALLSCORE_DRIFT_WARN ({settings.drift_warn:g}) must not be above MALLSCORE_DRIFT_ALERT "
+            f"({settings.drift_alert:g})"
+        )
     if lock_timeout is not None:
         check_lock_timeout(lock_timeout)
     settings = settings.with_overrides(warehouse=warehouse, models_dir=models_dir, lock_timeout=lock_timeout)

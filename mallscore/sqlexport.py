@@ -28,7 +28,8 @@ literals: rows the nightly job would quarantine (a missing, non-finite or
 out-of-range feature, an unknown category) are left out; ``segment`` is the
 tier of the observed spending score where it is known, else of
 ``p_high_spender`` (basis says which), exactly as in ``segments``;
-``predicted_high_spender`` is ``p_high_spender >= threshold``.
+``predicted_high_spender`` is ``p_high_spender >= threshold``; ``top_reason`` is
+the job's (:mod:`mallscore.reasons`, the same expression over the same steps).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Compiled:
     inputs: list[tuple[str, str]]  # (column name x_i, graph input name)
     steps: list[tuple[str, list[tuple[str, str]]]]
     p_expr: str
+    linear: dict | None = None  # the LinearClassifier's input columns and coefficients (mallscore.reasons)
+    probability_column: int = 1
 
 
 def compile_graph(card: dict, onnx_bytes: bytes, dialect: Dialect = DUCKDB) -> Compiled:
@@ -127,7 +130,9 @@ def compile_graph(card: dict, onnx_bytes: bytes, dialect: Dialect = DUCKDB) -> C
     column = int(card.get("onnx", {}).get("probability_column", 1))
     if not 0 <= column < len(probabilities.columns):
         raise ConfigError(f"probability_column {column} is outside the {len(probabilities.columns)} output columns")
-    return Compiled(contract, input_columns, compiler.program.ctes, probabilities.columns[column])
+    return Compiled(
+        contract, input_columns, compiler.program.ctes, probabilities.columns[column], compiler.linear, column
+    )
 
 
 def _input_expr(column: str, dialect: Dialect = DUCKDB) -> str:
@@ -154,7 +159,8 @@ def _step_ctes(compiled: Compiled, first: str, prefix: str, dialect: Dialect) ->
 def compile_model_sql(
     card: dict, onnx_bytes: bytes, dialect: str = "duckdb", observed_score: str | None = OBSERVED_SCORE_COLUMN
 ) -> str:
-    """One SQL SELECT over the card's feature table: customer_id, p_high_spender, predicted_high_spender, segment, basis.
+    """One SQL SELECT over the card's feature table: customer_id, p_high_spender, predicted_high_spender, segment,
+    basis and top_reason (:mod:`mallscore.reasons`; null without the card's reference).
 
     The rows, the label and the segment follow the scoring job's rules, rendered
     by :mod:`mallscore.contract` (the same code that writes the job's SQL): rows
@@ -181,14 +187,17 @@ def compile_model_sql(
     )
     steps, previous = _step_ctes(compiled, "inputs", "", engine)
     ctes += steps
+    reasons, top_reason = _reasons(card, onnx_bytes, contract, engine)
     ctes.append(
-        f"scored as (\n    select customer_id, observed_score, {compiled.p_expr} as p_high_spender\n    from {previous}\n)"
+        f"scored as (\n    select customer_id, observed_score, {compiled.p_expr} as p_high_spender{reasons}\n"
+        f"    from {previous}\n)"
     )
     ctes.append(
         "final as (\n    select\n        customer_id,\n        p_high_spender,\n"
         f"        {predicted_sql(contract, values, 'p_high_spender')} as predicted_high_spender,\n"
         f"        {segment_sql(contract, values, 'p_high_spender', 'observed_score')} as segment,\n"
-        f"        {basis_sql('observed_score')} as basis\n    from scored\n)"
+        f"        {basis_sql('observed_score')} as basis,\n"
+        f"        {top_reason} as top_reason\n    from scored\n)"
     )
     header = (
         f"-- mallscore export-sql: model {contract.spec}/{contract.version} "
@@ -202,6 +211,20 @@ def compile_model_sql(
         )
     )
     return header + "with " + ",\n\n".join(ctes) + "\n\nselect * from final\n"
+
+
+def _reasons(card: dict, onnx_bytes: bytes, contract: Contract, engine: Dialect) -> tuple[str, str]:
+    """The columns ``scored`` adds for top_reason, and its expression (null without a reference)."""
+    from mallscore.monitoring import reference_from_card
+    from mallscore.reasons import contribution_columns, plan_reasons, top_reason_sql
+
+    plan = plan_reasons(card, onnx_bytes, reference_from_card(card, contract), engine)
+    if plan is None:
+        return "", engine.literals().as_text("null")
+    columns = [name for name, _ in plan.inputs] + [
+        f"{expr} as {name}" for name, expr in contribution_columns(plan, engine)
+    ]
+    return "".join(f", {c}" for c in columns), top_reason_sql(plan, "p_high_spender", "observed_score", engine)
 
 
 def compile_model_ctes(

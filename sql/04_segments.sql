@@ -1,5 +1,7 @@
 -- The current segment of every scored customer (one row per customer).
 -- unique_key: customer_id
+-- top_reason: the feature that moves the prediction furthest from the average customer's, in words
+-- (mallscore/reasons.py); null where basis is 'observed' or the model's card has no reference.
 create table if not exists segments (
     customer_id bigint not null,
     segment varchar not null,
@@ -11,3 +13,5 @@ create table if not exists segments (
     scored_at timestamp not null,
     customer_updated_at timestamp not null
 );
+
+alter table segments add column if not exists top_reason varchar;

@@ -17,3 +17,6 @@ create table if not exists segment_archive (
 );
 
 alter table segment_archive add column if not exists archived_by_run varchar;
+
+-- top_reason: as in segments (added after archived_by_run).
+alter table segment_archive add column if not exists top_reason varchar;

@@ -31,7 +31,8 @@ scored as (
         assignments.p_high_spender,
         replaced.predicted_high_spender as previous_predicted_high_spender,
         assignments.predicted_high_spender,
-        assignments.scored_at
+        assignments.scored_at,
+        assignments.top_reason
     from assignments
     left join replaced
         on assignments.customer_id = replaced.customer_id and assignments.run_id = replaced.archived_by_run
@@ -51,7 +52,8 @@ withdrawn as (
         cast(null as double) as p_high_spender,
         replaced.predicted_high_spender as previous_predicted_high_spender,
         cast(null as boolean) as predicted_high_spender,
-        runs.started_at as scored_at
+        runs.started_at as scored_at,
+        cast(null as varchar) as top_reason
     from replaced
     left join runs on runs.run_id = replaced.archived_by_run
     where not exists (

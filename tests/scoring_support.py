@@ -66,12 +66,18 @@ def write_model(
     threshold: float = 0.5,
     features: tuple[str, ...] = FEATURES,
     spec: str = "default",
+    reference: bool = False,
+    pipeline=None,
 ) -> dict:
-    """Write ``models_dir/<spec>/<version>/{model.onnx, card.json}`` (and CHAMPION); return the card."""
+    """Write ``models_dir/<spec>/<version>/{model.onnx, card.json}`` (and CHAMPION); return the card.
+
+    ``reference`` adds the training population's reference distributions (drift,
+    top_reason); ``pipeline`` replaces the default scaled logistic regression.
+    """
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    pipe = fit_pipeline(seed, flip)
+    pipe = pipeline if pipeline is not None else fit_pipeline(seed, flip)
     onnx_model = convert_sklearn(
         pipe,
         initial_types=[(name, FloatTensorType([None, 1])) for name in FEATURES],
@@ -113,6 +119,14 @@ def write_model(
         "tiers": TIERS,
         "promotable": True,
     }
+    if reference:
+        import numpy as np
+
+        from mallscore.monitoring import build_reference
+
+        x, _ = training_rows(seed=seed)
+        x32 = x.astype(np.float32).astype(np.float64)
+        card["reference"] = build_reference(card["features"], x32, pipe.predict_proba(x32)[:, 1])
     registry.register(models_dir, card, {"model.onnx": data})
     if champion:
         registry.promote(models_dir, version, reason="test fixture")

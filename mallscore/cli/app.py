@@ -14,7 +14,7 @@ app = typer.Typer(
         "Nightly high-spender segments for a shopping mall.\n\n"
         "Loads customers into a DuckDB warehouse, trains an honest model, scores "
         "customers with ONNX and writes segment tables analysts can query.\n\n"
-        "Exit codes: 0 ok, 1 unexpected, 2 usage, 65 bad input data, 66 input missing, "
+        "Exit codes: 0 ok, 1 unexpected, 2 usage, 3 drift alert (score --fail-on-drift), 65 bad input data, 66 input missing, "
         "75 retry later (locked/unreachable), 78 configuration or model error."
     ),
     no_args_is_help=True,

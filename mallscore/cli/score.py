@@ -15,6 +15,7 @@ import typer
 
 from mallscore.cli._common import cli_errors, emit_json, fail, is_terminal, settings_from
 from mallscore.cli.app import app
+from mallscore.monitoring import describe
 
 _LOCK_HELP = "Seconds to wait for the warehouse lock before exit 75 [env MALLSCORE_LOCK_TIMEOUT; default 60]."
 
@@ -54,6 +55,7 @@ def summary_line(run: dict) -> str:
             if (run.get("remote_publish") or {}).get("status") == "published"
             else ""
         )
+        + (f"; drift: {describe(run['drift'])}" if describe(run.get("drift") or []) else "")
     )
 
 
@@ -76,6 +78,11 @@ def score(
         metavar="onnx|sql",
         help="onnx: onnxruntime (default); sql: the model compiled to SQL, scored inside DuckDB.",
     ),
+    fail_on_drift: bool = typer.Option(
+        False,
+        "--fail-on-drift",
+        help="Exit 3 when a feature's or the score's drift is 'alert' (the run is committed and published anyway).",
+    ),
 ) -> None:
     """Score the customers that need it (new, changed, or scored by another model) into segments.
 
@@ -86,7 +93,9 @@ def score(
     the warehouse stays locked, 78 for a missing or tampered model or one needing
     a feature the warehouse lacks, 130/143 when interrupted (rolled back); when
     only the publishing fails, the run stays committed and the exit code is the
-    publish error's (75 or 78).
+    publish error's (75 or 78). With --fail-on-drift, exit 3 when the run's drift
+    (PSI against the training population) is at alert level for any feature or
+    the score; the run is committed all the same.
     """
     from mallscore.publish import publish_after_run
     from mallscore.scoring import score_customers
@@ -107,6 +116,15 @@ def score(
         typer.echo(summary_line(run))
     if remote is not None and remote["status"] == "failed":
         raise fail(remote["message"], remote["exit_code"])
+    alerts = [d for d in run.get("drift") or [] if d["status"] == "alert"]
+    if fail_on_drift and alerts:
+        from mallscore.errors import EXIT_DRIFT
+
+        raise fail(
+            f"run {run['run_id']} committed, but drift is at alert level: {describe(alerts)}; "
+            f"see `mallscore drift --run {run['run_id']}`",
+            EXIT_DRIFT,
+        )
 
 
 def _customer_line(c: dict) -> str:

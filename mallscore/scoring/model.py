@@ -36,6 +36,8 @@ class LoadedModel:
     session: Any
     engine: str = "onnx"
     sql: tuple[str, str] | None = None
+    reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
+    reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons)
 
     @property
     def version(self) -> str:
@@ -61,12 +63,14 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
         raise UsageError(f"unknown scoring engine {engine!r}; use {' or '.join(ENGINES)}")
     card, data = _verified_model(settings, version)
     contract = contract_from_card(card)
+    reference, reasons_sql = _monitoring(card, data, contract)
     if engine == "sql":
         from mallscore.sqlexport import compile_model_ctes
 
         columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
         sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
-        return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), None, engine="sql", sql=sql)
+        sha = hashlib.sha256(data).hexdigest()
+        return LoadedModel(card, contract, sha, None, "sql", sql, reference, reasons_sql)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,7 +82,20 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
             f"model {contract.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
         ) from None
     _check_session(contract, session)
-    return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), session)
+    return LoadedModel(
+        card, contract, hashlib.sha256(data).hexdigest(), session, reference=reference, reasons_sql=reasons_sql
+    )
+
+
+def _monitoring(card: dict, data: bytes, contract: Contract) -> tuple[Any, str]:
+    """The card's reference (None on older cards) and the run_reasoned view compiled from the graph."""
+    from mallscore.monitoring import reference_from_card
+    from mallscore.reasons import plan_reasons, run_view_sql
+
+    reference = reference_from_card(card, contract)
+    plan = plan_reasons(card, data, reference) if reference is not None else None
+    columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
+    return reference, run_view_sql(plan, columns)
 
 
 def _check_session(contract: Contract, session: Any) -> None:

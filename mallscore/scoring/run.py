@@ -29,7 +29,9 @@ from typing import Any
 
 import duckdb
 
+from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
+from mallscore.monitoring import count_features, run_drift, write_drift
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
 from mallscore.scoring.runs import RUN_COLUMNS
@@ -37,7 +39,13 @@ from mallscore.scoring.stream import BATCH_ROWS, Progress, Spill, insert_spilled
 from mallscore.settings import Settings
 
 # columns added to existing warehouses by a later version of sql/: a run rebuilds when one is missing
-_LATE_COLUMNS = {"scoring_runs": "engine", "segment_archive": "archived_by_run"}
+_LATE_COLUMNS = (
+    ("scoring_runs", "engine"),
+    ("segment_archive", "archived_by_run"),
+    ("segments", "top_reason"),
+    ("segment_archive", "top_reason"),
+    ("segment_changes", "top_reason"),
+)
 
 
 # --- signals -------------------------------------------------------------------------
@@ -74,7 +82,14 @@ def _signals_stop_the_run() -> Iterator[dict]:
 @dataclass
 class _Timer:
     seconds: dict = field(
-        default_factory=lambda: {"read_validate": 0.0, "score": 0.0, "write": 0.0, "publish": 0.0, "total": 0.0}
+        default_factory=lambda: {
+            "read_validate": 0.0,
+            "score": 0.0,
+            "write": 0.0,
+            "monitor": 0.0,
+            "publish": 0.0,
+            "total": 0.0,
+        }
     )
 
     def add(self, phase: str, since: float) -> float:
@@ -224,7 +239,7 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     from mallscore.warehouse import build, sql_files
 
     found = catalog(con)
-    stale = any(column not in found.get(table, {}) for table, column in _LATE_COLUMNS.items())
+    stale = any(column not in found.get(table, {}) for table, column in _LATE_COLUMNS)
     if stale or any(f.relation not in found for f in sql_files()):
         build(con, check=False)
         found = catalog(con)
@@ -291,6 +306,8 @@ def score_customers(
             "model_sha256": model.sha256,
             "engine": model.engine,
             "threshold": model.contract.threshold,
+            "drift_warn": settings.drift_warn,
+            "drift_alert": settings.drift_alert,
         }
         run_id = params["run_id"]
         with _signals_stop_the_run() as signals:
@@ -310,6 +327,7 @@ def score_customers(
                 reader_con = None
             snapshot = _publish(con, settings, run_id, signals, timer) if publish else None
         row = _run_row(con, run_id)
+        drift = run_drift(con, run_id)
     finally:
         spill.close()
         if reader_con is not None:
@@ -320,6 +338,7 @@ def score_customers(
         **row,
         "seconds": {k: round(v, 4) for k, v in timer.seconds.items()},
         "snapshot": str(snapshot) if snapshot else None,
+        "drift": drift,
     }
 
 
@@ -338,7 +357,9 @@ def _run_transaction(
     t = time.perf_counter()
     run_statement(con, "archive_replaced", params)
     run_statement(con, "delete_replaced", params)
-    timer.add("write", t)
+    t = timer.add("write", t)
+    count_features(con, model.reference, [feature_column(i) for i in range(len(model.contract.features))])
+    timer.add("monitor", t)
     if model.engine == "sql":
         scored, rejected = _score_in_engine(con, model, params, timer, progress)
     else:
@@ -348,6 +369,10 @@ def _run_transaction(
         rejected = spill.rows
         timer.add("write", t)
     t = time.perf_counter()
+    write_drift(
+        con, model.reference, model.contract, {**params, "rows": scored}, params["drift_warn"], params["drift_alert"]
+    )
+    t = timer.add("monitor", t)
     run_statement(
         con,
         "finish_run",
@@ -382,10 +407,12 @@ def _score_in_engine(
         "create or replace temp view run_rejected as "
         "select customer_id, raw_values, reason from run_candidates where reason is not null"
     )
+    features = "".join(f"{feature_column(i)}, " for i in range(len(model.contract.features)))
     con.execute(
         f"create or replace temp view run_scored as with {model_ctes}\n"
-        f"select customer_id, updated_at, observed_score, p_high_spender as p from {relation}"
+        f"select customer_id, updated_at, observed_score, {features}p_high_spender as p from {relation}"
     )
+    con.execute(model.reasons_sql)  # run_reasoned: the same top_reason view as the onnxruntime path
     started = time.perf_counter()
     rejected = int(run_statement(con, "insert_rejected", params).fetchall()[0][0])
     started = timer.add("read_validate", started)

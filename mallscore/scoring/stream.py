@@ -1,8 +1,9 @@
 """Scoring with onnxruntime in one streaming pass: candidates out as Arrow batches, probabilities straight back.
 
 The valid candidates of each batch are scored on float32 and handed back to
-DuckDB as the Arrow stream ``run_scored``, which ``sql/scoring/insert_segments.sql``
-reads in one INSERT: no copy of the data in Python, memory bounded by the
+DuckDB as the Arrow stream ``run_scored`` (with their features), which
+``sql/scoring/insert_segments.sql`` reads in one INSERT through the view
+``run_reasoned`` (the top reason, :mod:`mallscore.reasons`): no copy of the data in Python, memory bounded by the
 batch size. Rejected rows are spilled to a temporary Arrow file and inserted
 afterwards as ``run_rejected``.
 """
@@ -92,6 +93,7 @@ def stream_and_insert(
             reader.schema.field("customer_id"),
             reader.schema.field("updated_at"),
             reader.schema.field("observed_score"),
+            *(reader.schema.field(c) for c in inputs.values()),  # the features, for top_reason (run_reasoned)
             pa.field("p", pa.float32()),
         ]
     )
@@ -124,6 +126,7 @@ def stream_and_insert(
                             batch.column("customer_id"),
                             batch.column("updated_at"),
                             batch.column("observed_score"),
+                            *(batch.column(c) for c in inputs.values()),
                             as_arrow(p),
                         ],
                         schema=out_schema,
@@ -136,6 +139,7 @@ def stream_and_insert(
 
     con.register("run_scored", pa.RecordBatchReader.from_batches(out_schema, scored_batches()))
     try:
+        con.execute(model.reasons_sql)  # run_reasoned: run_scored with top_reason (mallscore.reasons)
         run_statement(con, "insert_segments", params)
     except duckdb.Error:
         if state["error"] is not None:

@@ -14,7 +14,8 @@ final as (
         p_high_spender,
         previous_predicted_high_spender,
         predicted_high_spender,
-        scored_at
+        scored_at,
+        top_reason
     from changes
     where run_id = $run_id
 )

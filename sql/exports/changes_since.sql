@@ -53,7 +53,8 @@ lasts as (
         segment,
         p_high_spender,
         predicted_high_spender,
-        scored_at
+        scored_at,
+        top_reason
     from ranked
     where from_last = 1
 ),
@@ -74,7 +75,8 @@ collapsed as (
         lasts.p_high_spender,
         firsts.previous_predicted_high_spender,
         lasts.predicted_high_spender,
-        lasts.scored_at
+        lasts.scored_at,
+        lasts.top_reason
     from firsts
     join lasts using (customer_id)
 ),
@@ -90,7 +92,8 @@ final as (
         p_high_spender,
         previous_predicted_high_spender,
         predicted_high_spender,
-        scored_at
+        scored_at,
+        top_reason
     from collapsed
     where change in ('new', 'removed')
         or segment is distinct from previous_segment

@@ -1,10 +1,11 @@
--- The run's scored customers: the card's tier rule (macro mallscore_segment) and label rule.
+-- The run's scored customers: the card's tier rule (macro mallscore_segment) and label rule, and
+-- each predicted customer's top reason (run_reasoned: mallscore/reasons.py, over run_scored).
 insert into segments (
     customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at,
-    customer_updated_at
+    customer_updated_at, top_reason
 )
 with scored as (
-    select customer_id, updated_at, observed_score, cast(p as double) as p from run_scored
+    select customer_id, updated_at, observed_score, cast(p as double) as p, top_reason from run_reasoned
 )
 
 select
@@ -16,5 +17,6 @@ select
     $model_version,
     $run_id,
     $scored_at,
-    updated_at
+    updated_at,
+    top_reason
 from scored
