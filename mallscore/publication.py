@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from mallscore.errors import BadInputError, ConfigError, InputMissingError
-from mallscore.published_schema import Column, Source, quote, sa_table, warehouse_columns
+from mallscore.published_schema import Column, Source, add_missing_columns, quote, sa_table, warehouse_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -25,6 +25,9 @@ INSERT_CHUNK_ROWS = 10_000
 REWRITE_SHARE = 0.25
 # Columns the runs table has beyond scoring_runs': when the rows were published, and the run the target holds.
 RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"), ("is_current", "BOOLEAN"))
+# Nullable segments columns added by later versions: a target table published before gains them (ALTER
+# TABLE ADD COLUMN, once) and that publish is full, so the rows already there get their values too.
+LATE_SEGMENT_COLUMNS = ("top_reason",)
 
 BatchHook = Callable[[int], None]
 
@@ -82,8 +85,11 @@ class Publication:
             mode, reason = "full", "new table"
             count = self._create_and_load()
         else:
-            self._check_columns(inspector)
+            added = self._add_late_columns(inspector)
+            self._check_columns(sa.inspect(self.conn) if added else inspector)
             reason = "--full" if full else self._why_not_incremental(held)
+            if added and not reason:
+                reason = f"the target table gained column(s) {', '.join(added)}"
             mode = "full" if reason else "incremental"
             if mode == "incremental":
                 count = self._incremental(held)
@@ -146,15 +152,12 @@ class Publication:
         if not inspector.has_table(self.runs.name, schema=self.schema):
             self.runs.create(self.conn)
             return
-        present = {c["name"] for c in inspector.get_columns(self.runs.name, schema=self.schema)}
-        preparer = self.conn.dialect.identifier_preparer
-        for column in self.runs.columns:
-            if column.name not in present:
-                ddl = (
-                    f"alter table {preparer.format_table(self.runs)} add column {preparer.quote(column.name)} "
-                    f"{column.type.compile(dialect=self.conn.dialect)}"
-                )
-                self.conn.exec_driver_sql(ddl)
+        add_missing_columns(self.conn, self.runs, inspector)
+
+    def _add_late_columns(self, inspector) -> list[str]:
+        """Add the :data:`LATE_SEGMENT_COLUMNS` an older target lacks (nullable); return the names added."""
+        late = [c.name for c in self.target.columns if c.name in LATE_SEGMENT_COLUMNS and c.nullable]
+        return add_missing_columns(self.conn, self.target, inspector, late)
 
     def _check_columns(self, inspector) -> None:
         present = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
@@ -407,9 +410,12 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     pub, con = publication, publication.con
     columns = [Column(c.name, c.duck_type, c.nullable, False) for c in warehouse_columns(con, "segment_changes")]
     changes = sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
-    if not sa.inspect(pub.conn).has_table(changes.name, schema=pub.schema):
+    inspector = sa.inspect(pub.conn)
+    if not inspector.has_table(changes.name, schema=pub.schema):
         changes.create(pub.conn)
         sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
+    else:  # a feed table from an older mallscore gains the columns added since (null in its older rows)
+        add_missing_columns(pub.conn, changes, inspector)
     later = ""
     params: dict = {}
     if held is not None:

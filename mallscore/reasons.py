@@ -34,6 +34,9 @@ from mallscore.monitoring import AVERAGE_WORDS, Bins, Reference
 from mallscore.onnx_sql import DUCKDB, Dialect, _literal
 
 _NAME = re.compile(r"\b(?:x_\d+|[a-z]+_\d+_\d+)\b")
+# A column times the constant 0 is a constant (inputs are finite once the contract passed them):
+# skl2onnx builds the "last bin" column of KBinsDiscretizer as x_0 * 0 + 1 and shares it between features.
+_TIMES_ZERO = re.compile(r"^\(\w+ \* cast\(0\.0+e\+00 as [a-z ]+\)\)$")
 _SCALE_TOLERANCE = 1e-9
 
 
@@ -54,7 +57,7 @@ def _dependencies(steps: list[tuple[str, list[tuple[str, str]]]], inputs: list[s
     for _, columns in steps:
         for column, expr in columns:
             found: frozenset = frozenset()
-            for name in _NAME.findall(expr):
+            for name in [] if _TIMES_ZERO.match(expr) else _NAME.findall(expr):
                 found |= deps.get(name, frozenset())
             deps[column] = found
     return deps

@@ -75,6 +75,7 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
             "predicted_high_spender": None,
             "segment": None,
             "basis": None,
+            "top_reason": None,
         }
         for r in rows
     }
@@ -96,8 +97,34 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
             "p": [float(x) for x in p],
             "score": [r["observed_score"] for r in valid],
         }
+        reasons = _top_reasons(con, model, valid, p)
         for cid, prob, predicted, segment, basis in con.execute(seg_query, seg_params).fetchall():
             result[cid].update(
-                status="scored", p_high_spender=prob, predicted_high_spender=predicted, segment=segment, basis=basis
+                status="scored",
+                p_high_spender=prob,
+                predicted_high_spender=predicted,
+                segment=segment,
+                basis=basis,
+                top_reason=reasons.get(cid),
             )
     return [result[i] for i in sorted(result)]
+
+
+def _top_reasons(con: duckdb.DuckDBPyConnection, model: LoadedModel, valid: list[dict], p) -> dict:
+    """Each scored customer's top reason, through the run's own view (``run_reasoned`` over ``run_scored``)."""
+    n = len(model.contract.features)
+    features = "".join(f", cast(unnest($f{i}) as float) as {feature_column(i)}" for i in range(n))
+    params = {
+        "cid": [r["customer_id"] for r in valid],
+        "score": [r["observed_score"] for r in valid],
+        "p": [float(x) for x in p],
+        **{f"f{i}": [r[feature_column(i)] for r in valid] for i in range(n)},
+    }
+    con.execute(
+        "create or replace temp table run_scored as select cast(unnest($cid) as bigint) as customer_id, "
+        f"cast(null as timestamp) as updated_at, cast(unnest($score) as double) as observed_score{features}, "
+        "cast(unnest($p) as float) as p",
+        params,
+    )
+    con.execute(model.reasons_sql)
+    return dict(con.execute("select customer_id, top_reason from run_reasoned").fetchall())

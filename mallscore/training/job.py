@@ -200,6 +200,15 @@ def git_commit() -> str | None:
     return lines[1].strip() or None
 
 
+def reference_distributions(spec: ModelSpec, X: np.ndarray, exported) -> dict:
+    """The card's ``reference``: the training rows' bins per feature and for the exported model's probability."""
+    from mallscore.monitoring import build_reference
+    from mallscore.training.export import onnx_probabilities
+
+    p = onnx_probabilities(exported.onnx_bytes, spec.feature_names, np.asarray(X, dtype=np.float32))
+    return build_reference([f.card_entry() for f in spec.features], X, p)
+
+
 def _mean_std(block: dict) -> dict:
     return {m: {"mean": v["mean"], "std": v["std"]} for m, v in block.items()}
 
@@ -345,6 +354,7 @@ def train_frame(
             "fingerprint": fingerprint(frame, spec),
             "table": spec.training_table,
         },
+        "reference": reference_distributions(spec, X, exported),
         "budget": budget.as_dict(),
         "library_versions": library_versions(),
         "git_commit": git_commit(),

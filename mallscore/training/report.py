@@ -404,6 +404,8 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     parts.append(f"<p class='muted'>{html.escape(card['tier_rule'])}.</p>")
     parts.append(figs["fig-lift"])
 
+    parts.append(reference_section(card))
+
     onnx = card["onnx"]
     parts.append('<h2 id="model">Model and export</h2>')
     parts.append(
@@ -427,3 +429,29 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     )
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
+
+
+def reference_section(card: dict) -> str:
+    """The training population's reference distributions, against which every run's drift is measured."""
+    reference = card.get("reference")
+    if not reference:
+        return ""
+    parts = [
+        '<h2 id="reference">Reference distributions (for drift monitoring)</h2>',
+        f"<p>The {reference['rows']} training customers, binned as each nightly run's scored customers are "
+        "binned for <code>scoring_drift</code> (<code>mallscore drift</code>): "
+        f"{html.escape(reference['bins'])}. The average customer (the training means) is the baseline of "
+        "<code>segments.top_reason</code>.</p>",
+    ]
+    for entry in [*reference["features"], reference["score"]]:
+        if "values" in entry:
+            words = entry.get("value_words") or [_fmt(v, 0) for v in entry["values"]]
+            rows = [[html.escape(str(w)), f"{100 * s:.1f}%"] for w, s in zip(words, entry["shares"])]
+        else:
+            edges = entry["edges"]
+            bounds = ["-inf", *[_fmt(e, 4) for e in edges], "+inf"]
+            rows = [[f"[{lo}, {hi})", f"{100 * s:.1f}%"] for lo, hi, s in zip(bounds, bounds[1:], entry["shares"])]
+        mean = f" (mean {_fmt(entry['mean'], 3)})" if "mean" in entry else ""
+        parts.append(f"<h3>{html.escape(entry['name'])}{mean}</h3>")
+        parts.append(_table(["bin", "share of training customers"], rows))
+    return "\n".join(parts)

@@ -324,7 +324,7 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
     from tests.scoring_support import seed_customers, write_model
 
     settings = Settings(warehouse=tmp_path / "wh.duckdb", models_dir=tmp_path / "models", lock_timeout=5)
-    write_model(settings.models_dir, "v1", threshold=0.45)
+    write_model(settings.models_dir, "v1", threshold=0.45, reference=True)
     seed_customers(settings, known=3000, new=2000)
     run = score_customers(settings, "all", publish=False)
     assert run["rows_scored"] == 5000
@@ -335,7 +335,7 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
         job = {
             r[0]: r[1:]
             for r in con.execute(
-                "select customer_id, p_high_spender, predicted_high_spender, segment, basis from segments"
+                "select customer_id, p_high_spender, predicted_high_spender, segment, basis, top_reason from segments"
             ).fetchall()
         }
         ours = {r[0]: r[1:] for r in con.execute(sql).fetchall()}
@@ -344,7 +344,8 @@ def test_the_sql_scores_like_the_scoring_job_on_the_same_warehouse(tmp_path):
     assert ours.keys() == job.keys()
     assert max(abs(ours[k][0] - job[k][0]) for k in job) < 1e-6
     assert all(ours[k][1] == job[k][1] for k in job)  # same label on every customer
-    assert all(ours[k][2:] == job[k][2:] for k in job)  # same segment and basis for every basis
+    assert all(ours[k][2:] == job[k][2:] for k in job)  # same segment, basis and top_reason for every customer
+    assert len({job[k][4] for k in job if job[k][3] == "predicted"} - {None}) >= 2  # real reasons, not all null
     assert sum(job[k][3] == "predicted" for k in job) == 2000  # both bases really occur
 
 

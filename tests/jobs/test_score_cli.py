@@ -38,7 +38,7 @@ def test_score_prints_one_summary_line_and_json_with_phase_seconds(scored_setup:
     assert again.returncode == 0, again.stderr
     run = json.loads(again.stdout)
     assert (run["mode"], run["status"], run["rows_scored"], run["model_version"]) == ("all", "succeeded", 500, "v1")
-    assert set(run["seconds"]) == {"read_validate", "score", "write", "publish", "total"}
+    assert set(run["seconds"]) == {"read_validate", "score", "write", "monitor", "publish", "total"}
     assert all(v >= 0 for v in run["seconds"].values())
     assert run["seconds"]["total"] >= run["seconds"]["publish"]
     assert run["snapshot"] == str(scored_setup.snapshot)
