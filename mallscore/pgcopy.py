@@ -10,7 +10,8 @@ rows together in C++.
 
 Supported: int64/int32 -> bigint/integer, float64 -> double precision,
 bool -> boolean, timestamp without time zone -> timestamp, string -> text;
-no NULLs. :func:`encodable` says whether a batch qualifies; :func:`copy_in`
+NULLs only in text columns (a field of length -1, e.g. ``segments.top_reason``).
+:func:`encodable` says whether a batch qualifies; :func:`copy_in`
 streams batches into a table, in CSV when they do not qualify.
 """
 
@@ -69,14 +70,19 @@ def _fixed_values(array: pa.Array) -> tuple[np.ndarray, str]:
     return array.to_numpy(zero_copy_only=False), _FIXED[t]
 
 
+def fixed_nulls(batch: pa.RecordBatch) -> bool:
+    """True when a fixed-width column of ``batch`` has a NULL (the encoder handles NULL text only)."""
+    return any(c.null_count for c, f in zip(batch.columns, batch.schema) if _is_fixed(f.type))
+
+
 def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
     """The rows of ``batch`` in binary COPY format (no header/trailer), columns in :func:`column_order`."""
-    if any(column.null_count for column in batch.columns):
-        raise ValueError("binary COPY encoding does not handle NULLs")
     n = batch.num_rows
     names = column_order(batch.schema)
     fixed = [name for name in names if _is_fixed(batch.schema.field(name).type)]
     texts = [name for name in names if name not in fixed]
+    if fixed_nulls(batch):
+        raise ValueError("binary COPY encoding does not handle NULLs in fixed-width columns")
     fields = [("count", ">i2")]
     values = {}
     for name in fixed:
@@ -96,7 +102,10 @@ def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
     ]
     for name in texts:
         column = batch.column(name).cast(pa.binary())
-        lengths = pc.binary_length(column).to_numpy(zero_copy_only=False).astype(">i4")
+        lengths = pc.binary_length(column)
+        if column.null_count:  # a NULL field is length -1 with no bytes
+            lengths, column = pc.fill_null(lengths, -1), pc.fill_null(column, b"")
+        lengths = lengths.to_numpy(zero_copy_only=False).astype(">i4")
         parts.append(
             pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(
                 pa.binary()
@@ -134,7 +143,7 @@ def copy_in(
         if binary:
             copy.write(HEADER)
         for batch in itertools.chain([first], batches):
-            if binary and not any(c.null_count for c in batch.columns):
+            if binary and not fixed_nulls(batch):
                 copy.write(encode_batch(batch))
             elif binary:
                 raise ValueError("NULL in a NOT NULL segments column")

@@ -249,3 +249,32 @@ def test_rescore_and_the_change_feed_carry_the_reason_without_pandas(referenced)
     )
     imported = json.loads(report.stdout.strip().splitlines()[-1])
     assert imported["code"] in (0, None) and imported["heavy"] == []  # the reasons' path loads no pandas either
+
+
+@pytest.mark.postgres
+def test_tables_published_before_top_reason_gain_it(referenced, pg_server):
+    import psycopg
+
+    from mallscore.publish import publish_segments
+
+    _customers(referenced, 600, known=100)
+    score_customers(referenced, publish=False)
+    publish_segments(referenced, pg_server.url(), "seg_reason")
+    with psycopg.connect(pg_server.url(), autocommit=True) as c:  # as an older mallscore left them
+        c.execute("alter table seg_reason drop column top_reason")
+        c.execute("alter table seg_reason_changes drop column top_reason")
+    _customers(referenced, 50, seed=13)
+    run = score_customers(referenced, publish=False)
+    result = publish_segments(referenced, pg_server.url(), "seg_reason")
+
+    assert (result["mode"], result["reason"]) == ("full", "the target table gained column(s) top_reason")
+    columns = "customer_id, segment, p_high_spender, basis, run_id, top_reason"
+    with psycopg.connect(pg_server.url(), autocommit=True) as c:
+        published = c.execute(f"select {columns} from seg_reason order by customer_id").fetchall()
+        feed = c.execute(
+            "select customer_id, top_reason from seg_reason_changes where run_id = %s order by customer_id",
+            [run["run_id"]],
+        ).fetchall()
+    assert published == query(referenced, f"select {columns} from segments order by customer_id")
+    assert len(published) == 750 and sum(r[5] is not None for r in published) == 650  # observed: null
+    assert len(feed) == 50 and all(reason for _, reason in feed)

@@ -38,3 +38,17 @@ def test_nulls_and_unknown_types_are_refused():
     assert not pgcopy.encodable(pa.schema([("d", pa.date32())]))
     with pytest.raises(ValueError, match="NULL"):
         pgcopy.encode_batch(pa.record_batch({"id": pa.array([1, None], pa.int64())}))
+
+
+def test_a_null_text_field_is_length_minus_one_without_bytes():
+    batch = pa.record_batch({"id": pa.array([1, 2], pa.int64()), "why": pa.array([None, "age: older"])})
+    expected = (
+        struct.pack(">h", 2)
+        + struct.pack(">iq", 8, 1)
+        + struct.pack(">i", -1)
+        + struct.pack(">h", 2)
+        + struct.pack(">iq", 8, 2)
+        + struct.pack(">i", 10)
+        + b"age: older"
+    )
+    assert bytes(pgcopy.encode_batch(batch)) == expected
