@@ -117,27 +117,41 @@ def _chain(steps: list, first: str, prefix: str) -> tuple[list[str], str]:
     return ctes, previous
 
 
-def _average_terms(compiled: Any, terms: list[str], steps: list, reference: Reference) -> list[float]:
-    """The terms of the average customer (the training means, rounded to float32 as the graph does)."""
+def _thresholds(steps: list, term: str, i: int) -> list[float] | None:
+    """The constants ``c`` of the ``x_i < c`` tests, when those tests are the term's only use of input i, else None.
+
+    Such a term is constant between consecutive thresholds (quantile bins as skl2onnx writes them): it can be
+    written as one CASE over x_i with the graph's own values, instead of re-running the bins' steps per row.
+    """
+    name = f"x_{i}"
+    exprs = [term] + [e for _, columns in _prune(steps, [term]) for _, e in columns if not _TIMES_ZERO.match(e)]
+    uses = sum(len(re.findall(rf"\b{name}\b", e)) for e in exprs)
+    found = [float(c) for e in exprs for c in re.findall(rf"\({name} < cast\(([-+0-9.e]+) as [a-z ]+\)\)", e)]
+    return sorted(set(found)) if found and len(found) == uses else None
+
+
+def _evaluate(compiled: Any, terms: list[str], rows: list[list[float]]) -> list[list[float]]:
+    """``terms`` evaluated by DuckDB on input ``rows`` (one value per graph input, rounded to float32 first)."""
     import duckdb
 
-    means = ", ".join(
-        f"cast(cast({_literal(b.mean)} as real) as double) as {name}"
-        for (name, _), b in zip(compiled.inputs, reference.features)
+    names = [name for name, _ in compiled.inputs]
+    selects = " union all ".join(
+        f"select {k} as k, "
+        + ", ".join(f"cast(cast({_literal(v)} as real) as double) as {n}" for n, v in zip(names, row))
+        for k, row in enumerate(rows)
     )
-    ctes, last = _chain(steps, "average_inputs", "average_")
+    ctes, last = _chain(_prune(compiled.steps, terms), "probe_inputs", "probe_")
     sql = (
-        f"with average_inputs as (select {means}),\n"
+        f"with probe_inputs as ({selects}),\n"
         + "".join(c + ",\n" for c in ctes)
-        + f"final as (select {', '.join(f'{t} as t_{i}' for i, t in enumerate(terms))} from {last})\n"
-        "select * from final"
+        + f"final as (select k, {', '.join(f'{t} as t_{i}' for i, t in enumerate(terms))} from {last})\n"
+        "select * from final order by k"
     )
     con = duckdb.connect(config={"enable_external_access": False})
     try:
-        row = con.execute(sql).fetchall()[0]
+        return [[float(v) for v in row[1:]] for row in con.execute(sql).fetchall()]
     finally:
         con.close()
-    return [float(v) for v in row]
 
 
 def plan_reasons(card: dict, onnx_bytes: bytes, reference: Reference | None, dialect: Dialect = DUCKDB):
@@ -152,10 +166,26 @@ def plan_reasons(card: dict, onnx_bytes: bytes, reference: Reference | None, dia
         return None
     local = compiled if dialect is DUCKDB else compile_graph(card, onnx_bytes, DUCKDB)
     local_terms = _terms(local) or terms
-    average = _average_terms(local, local_terms, _prune(local.steps, local_terms), reference)
+    means = [b.mean for b in reference.features]
+    average = _evaluate(local, local_terms, [means])[0]
+    for i, term in enumerate(local_terms):
+        cuts = _thresholds(local.steps, term, i)
+        if cuts is None:
+            continue
+        probes = [cuts[0] - max(1.0, abs(cuts[0])), *cuts]  # one value inside each interval
+        values = [row[0] for row in _evaluate(local, [term], [_set(means, i, x) for x in probes])]
+        x = f"x_{i}"
+        whens = " ".join(f"when {x} < {_literal(c, dialect)} then {_literal(v, dialect)}" for c, v in zip(cuts, values))
+        terms[i] = f"(case {whens} else {_literal(values[-1], dialect)} end)"
     return ReasonPlan(
         compiled.inputs, _prune(compiled.steps, terms), terms, average, reference.features, compiled.contract.threshold
     )
+
+
+def _set(values: list[float], i: int, value: float) -> list[float]:
+    out = list(values)
+    out[i] = value
+    return out
 
 
 def _label(b: Bins, x: str, text: Any, dialect: Dialect = DUCKDB) -> str:

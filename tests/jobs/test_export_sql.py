@@ -204,24 +204,57 @@ def test_parity_with_onnxruntime_on_duckdb(models, warehouse, name):
     assert len(set(expected["segment"])) == 4 and expected["label"].any() and not expected["label"].all()
 
 
+def _pg_features(c, feats: dict) -> None:
+    """The parity warehouse's features_customer as a PostgreSQL table (once per server)."""
+    if c.execute("select to_regclass('features_customer')").fetchall()[0][0] is None:
+        c.execute(
+            "create table features_customer (customer_id bigint primary key, age double precision, "
+            "annual_income double precision, gender_female double precision, spending_score double precision)"
+        )
+        with c.cursor().copy("copy features_customer from stdin") as copy:
+            for row in zip(*(np.ma.asarray(feats[k]).tolist() for k in ("customer_id", *FEATURES, "spending_score"))):
+                copy.write_row(row)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", ["scale", "bins", "mixed"])
 def test_parity_with_onnxruntime_on_postgres(models, warehouse, pg_server, name):
     card, data = models[name]
     feats = _features(warehouse)
     with psycopg.connect(pg_server.url(), autocommit=True) as c:
-        if c.execute("select to_regclass('features_customer')").fetchall()[0][0] is None:
-            c.execute(
-                "create table features_customer (customer_id bigint primary key, age double precision, "
-                "annual_income double precision, gender_female double precision, spending_score double precision)"
-            )
-            with c.cursor().copy("copy features_customer from stdin") as copy:
-                for row in zip(
-                    *(np.ma.asarray(feats[k]).tolist() for k in ("customer_id", *FEATURES, "spending_score"))
-                ):
-                    copy.write_row(row)
+        _pg_features(c, feats)
         rows = c.execute(compile_model_sql(card, data, "postgres")).fetchall()
     _compare(rows, _expected(card, data, feats))
+
+
+def reference_card(models, name: str) -> tuple[dict, bytes]:
+    """A model of the ``models`` fixture with the reference distributions of its training rows (top_reason on)."""
+    from mallscore.monitoring import build_reference
+
+    card, data = models[name]
+    x, _ = training_rows(3000, seed=1)
+    x32 = x.astype(np.float32).astype(float)
+    p = models["_pipes"][name].predict_proba(x32)[:, 1]
+    return {**card, "reference": build_reference(card["features"], x32, p)}, data
+
+
+def top_reasons(con, sql: str) -> dict:
+    return dict(con.execute(f"select customer_id, top_reason from ({sql}) as exported").fetchall())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["bins", "mixed"])
+def test_top_reason_is_the_same_on_postgres_as_on_duckdb(models, warehouse, pg_server, name):
+    card, data = reference_card(models, name)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        expected = top_reasons(con, compile_model_sql(card, data, "duckdb"))
+    finally:
+        con.close()
+    with psycopg.connect(pg_server.url(), autocommit=True) as c:
+        _pg_features(c, _features(warehouse))
+        ours = top_reasons(c, compile_model_sql(card, data, "postgres"))
+    assert ours == expected and len(set(expected.values()) - {None}) >= 3
 
 
 def test_export_sql_cli_prints_the_champion_and_runs(models, warehouse):

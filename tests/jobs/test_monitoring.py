@@ -102,6 +102,11 @@ def test_fail_on_drift_exits_3_after_committing_the_run(referenced):
     [(run_id, status, scored)] = query(referenced, "select run_id, status, rows_scored from scoring_runs")
     assert (status, scored) == ("succeeded", 5000) and run_id in line
     assert query(referenced, "select count(*) from segments where run_id = ?", [run_id]) == [(5000,)]
+    snapshot = duckdb.connect(str(referenced.snapshot), read_only=True)  # the analyst snapshot has the drift too
+    try:
+        assert snapshot.execute("select status from scoring_drift where feature = 'age'").fetchall() == [("alert",)]
+    finally:
+        snapshot.close()
 
     shown = run_cli(referenced, "drift", "--json")
     assert shown.returncode == 0, shown.stderr

@@ -84,6 +84,22 @@ def test_parity_with_onnxruntime_on_spark(spark, models, warehouse, parity_dir, 
     assert len(set(expected["segment"])) == 4 and expected["label"].any() and not expected["label"].all()
 
 
+@pytest.mark.parametrize("name", ["bins", "mixed"])
+def test_top_reason_is_the_same_on_spark_as_on_duckdb(spark, models, warehouse, parity_dir, name):  # noqa: F811
+    from tests.jobs.test_export_sql import reference_card, top_reasons
+
+    card, data = reference_card(models, name)
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        expected = top_reasons(con, compile_model_sql(card, data, "duckdb"))
+    finally:
+        con.close()
+    _feature_view(spark, warehouse, parity_dir)
+    rows = spark.sql(compile_model_sql(card, data, "spark")).select("customer_id", "top_reason").collect()
+    assert {r["customer_id"]: r["top_reason"] for r in rows} == expected
+    assert len(set(expected.values()) - {None}) >= 3
+
+
 def test_parity_without_ansi_mode_as_spark_3_5_runs_by_default(spark, models, warehouse, parity_dir):  # noqa: F811
     card, data = models["mixed"]
     _feature_view(spark, warehouse, parity_dir)
