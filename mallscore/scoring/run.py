@@ -31,7 +31,7 @@ import duckdb
 
 from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
-from mallscore.monitoring import count_features, run_drift, write_drift
+from mallscore.monitoring import BinCounts, count_features, run_drift, write_drift
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
 from mallscore.scoring.runs import RUN_COLUMNS
@@ -358,19 +358,27 @@ def _run_transaction(
     run_statement(con, "archive_replaced", params)
     run_statement(con, "delete_replaced", params)
     t = timer.add("write", t)
-    count_features(con, model.reference, [feature_column(i) for i in range(len(model.contract.features))])
-    timer.add("monitor", t)
+    counts = None
     if model.engine == "sql":
+        count_features(con, model.reference, [feature_column(i) for i in range(len(model.contract.features))])
+        timer.add("monitor", t)
         scored, rejected = _score_in_engine(con, model, params, timer, progress)
     else:
-        scored = _stream(con, reader_con, model, params, spill, timer, progress, batch_rows)
+        counts = BinCounts(model.reference) if model.reference is not None else None
+        scored = _stream(con, reader_con, model, params, spill, timer, progress, batch_rows, counts)
         t = time.perf_counter()
         insert_spilled(con, spill, params)
         rejected = spill.rows
         timer.add("write", t)
     t = time.perf_counter()
     write_drift(
-        con, model.reference, model.contract, {**params, "rows": scored}, params["drift_warn"], params["drift_alert"]
+        con,
+        model.reference,
+        model.contract,
+        {**params, "rows": scored},
+        params["drift_warn"],
+        params["drift_alert"],
+        counts,
     )
     t = timer.add("monitor", t)
     run_statement(
@@ -382,12 +390,14 @@ def _run_transaction(
     timer.add("write", t)
 
 
-def _stream(con, reader_con, model, params, spill, timer, progress, batch_rows) -> int:
+def _stream(con, reader_con, model, params, spill, timer, progress, batch_rows, counts=None) -> int:
     """The onnxruntime pass; time spent inside DuckDB's INSERT (not in our batches) counts as write."""
-    before = sum(timer.seconds[k] for k in ("read_validate", "score", "write"))
+    phases = ("read_validate", "score", "write", "monitor")
+    before = sum(timer.seconds[k] for k in phases)
     started = time.perf_counter()
-    scored = stream_and_insert(con, reader_con, model, params, spill, timer.add, progress, batch_rows)
-    inner = sum(timer.seconds[k] for k in ("read_validate", "score", "write")) - before
+    observe = counts.add if counts is not None else None
+    scored = stream_and_insert(con, reader_con, model, params, spill, timer.add, progress, batch_rows, observe)
+    inner = sum(timer.seconds[k] for k in phases) - before
     timer.seconds["write"] += max(time.perf_counter() - started - inner, 0.0)
     return scored
 

@@ -71,11 +71,13 @@ def stream_and_insert(
     lap: Lap,
     progress: Progress | None,
     batch_rows: int = BATCH_ROWS,
+    observe: Callable[[list, Any], None] | None = None,
 ) -> int:
     """Stream ``run_candidates`` out of ``reader_con``, score them, insert them through ``con``; return rows scored.
 
     Both connections hold the run's relations (:func:`mallscore.scoring.relations.prepare`).
     ``lap(phase, since)`` adds the time since ``since`` to a phase and returns now.
+    ``observe(features, p)`` sees every scored batch (the drift's bin counts).
     """
     import pyarrow as pa
 
@@ -120,6 +122,9 @@ def stream_and_insert(
                     feeds = {n: as_numpy(batch.column(c)).reshape(-1, 1) for n, c in inputs.items()}
                     p = predict(model, feeds)
                     started = lap("score", started)
+                    if observe is not None:
+                        observe(list(feeds.values()), p)
+                        started = lap("monitor", started)
                     state["scored"] += batch.num_rows
                     yield pa.RecordBatch.from_arrays(
                         [

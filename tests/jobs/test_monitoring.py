@@ -76,6 +76,18 @@ def test_older_customers_alert_on_age_and_one_gender_on_gender(referenced):
     assert women["gender_female"]["psi"] >= 0.25 and women["gender_female"]["rows"] == 7000
 
 
+def test_the_streamed_count_and_the_sql_count_give_the_same_drift(referenced):
+    _customers(referenced, 3000, "update raw_customers set age = 50 + customer_id % 21")
+    streamed = _drift(score_customers(referenced, publish=False))  # onnxruntime: bins counted in the stream
+    in_sql = _drift(score_customers(referenced, "all", engine="sql", publish=False))  # counted in SQL
+    assert streamed.keys() == in_sql.keys() and streamed["age"]["status"] == "alert"
+    for feature in FEATURES:
+        assert streamed[feature] == in_sql[feature]
+    score, again = streamed["p_high_spender"], in_sql["p_high_spender"]
+    assert (score["status"], score["rows"]) == (again["status"], again["rows"])
+    assert abs(score["psi"] - again["psi"]) < 1e-3  # float32 and double probabilities may straddle a bin edge
+
+
 def test_tiny_batches_report_too_few_rows(referenced):
     _customers(referenced, 120, "update raw_customers set age = 65")
     drift = _drift(score_customers(referenced, publish=False))
