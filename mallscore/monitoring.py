@@ -273,14 +273,14 @@ class BinCounts:
         import numpy as np
 
         for counts, bins, values in zip(self.counts, self.reference.all, [*features, p]):
-            values = np.asarray(values).reshape(-1)
+            values = np.asarray(values, dtype=np.float64).reshape(-1)  # compared with the double edges, as in SQL
             if bins.values is not None:
                 for i, v in enumerate(bins.values):
                     counts[i] += int(np.count_nonzero(values == v))
-            else:
-                counts += np.bincount(
-                    np.searchsorted(np.asarray(bins.edges), values, side="right"), minlength=len(counts)
-                )
+                continue
+            # rows in bin j or above = rows at or above edge j-1; each bin is the difference of two such counts
+            at_least = [values.size, *(int(np.count_nonzero(values >= e)) for e in bins.edges), 0]
+            counts += np.diff(np.asarray(at_least[::-1]))[::-1]
 
     def rows(self) -> dict[str, list]:
         """``run_drift_counts`` as bound lists."""
