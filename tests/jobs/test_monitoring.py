@@ -77,8 +77,14 @@ def test_older_customers_alert_on_age_and_one_gender_on_gender(referenced):
 
 
 def test_the_streamed_count_and_the_sql_count_give_the_same_drift(referenced):
-    _customers(referenced, 3000, "update raw_customers set age = 50 + customer_id % 21")
+    _customers(
+        referenced,
+        3000,
+        "update raw_customers set age = 50 + customer_id % 21",
+        "update raw_customers set age = 300 where customer_id % 50 = 0",  # 60 rejected: never counted
+    )
     streamed = _drift(score_customers(referenced, publish=False))  # onnxruntime: bins counted in the stream
+    assert streamed["age"]["rows"] == 2940
     in_sql = _drift(score_customers(referenced, "all", engine="sql", publish=False))  # counted in SQL
     assert streamed.keys() == in_sql.keys() and streamed["age"]["status"] == "alert"
     for feature in FEATURES:
@@ -255,6 +261,9 @@ def test_rescore_and_the_change_feed_carry_the_reason_without_pandas(referenced)
     assert query(
         referenced, "select top_reason from segment_changes where run_id = ? and customer_id = 2", [run["run_id"]]
     ) == [(stored[2],)]
+    score_customers(referenced, "all", engine="sql", publish=False)  # replaces every segment: the old ones archived
+    history = "select top_reason from segment_history where run_id = ? and customer_id = 2"
+    assert query(referenced, history, [run["run_id"]]) == [(stored[2],)]  # the archive keeps the reason
     from tests.jobs.test_score_cli import _DRIVER  # reports the modules a real `rescore` process imported
 
     report = subprocess.run(
