@@ -251,6 +251,7 @@ def run_job(spark: Any, job: SparkJob, run_id: str | None = None) -> dict:
             stamp["model_version"].alias("model_version"),
             stamp["run_id"].alias("run_id"),
             stamp["scored_at"].alias("scored_at"),
+            "top_reason",
         )
         values = SPARK.literals()
         rejected = spark.sql(

@@ -218,7 +218,7 @@ def duckdb_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("spark_job")
     settings = Settings(warehouse=tmp / "wh.duckdb", models_dir=tmp / "models", lock_timeout=5)
-    write_model(settings.models_dir, "v1", threshold=0.45)
+    write_model(settings.models_dir, "v1", threshold=0.45, reference=True)
     seed_customers(settings, known=3000, new=2000)
     con = duckdb.connect(str(settings.warehouse))
     try:
@@ -233,7 +233,7 @@ def duckdb_run(tmp_path_factory):
         con.close()
     run = score_customers(settings, "all", publish=False)
     segments = query(
-        settings, "select customer_id, segment, p_high_spender, predicted_high_spender, basis from segments"
+        settings, "select customer_id, segment, p_high_spender, predicted_high_spender, basis, top_reason from segments"
     )
     rejected = query(settings, "select customer_id from rejected_rows where run_id = ?", [run["run_id"]])
     return {
@@ -262,6 +262,7 @@ def test_the_spark_job_equals_the_duckdb_job(spark, duckdb_run, tmp_path):
         "model_version",
         "run_id",
         "scored_at",
+        "top_reason",
     ]
     job = duckdb_run["segments"]
     ours = {r["customer_id"]: r for r in segments}
@@ -269,6 +270,7 @@ def test_the_spark_job_equals_the_duckdb_job(spark, duckdb_run, tmp_path):
     assert all(ours[k]["segment"] == job[k][0] for k in job)
     assert all(ours[k]["predicted_high_spender"] == job[k][2] and ours[k]["basis"] == job[k][3] for k in job)
     assert max(abs(ours[k]["p_high_spender"] - job[k][1]) for k in job) <= 1e-6
+    assert all(ours[k]["top_reason"] == job[k][4] for k in job) and len({job[k][4] for k in job}) >= 3
     assert {(r["model_version"], r["run_id"]) for r in segments} == {("v1", result["run_id"])}
     assert {r["basis"] for r in segments} == {"observed", "predicted"}
 
