@@ -277,11 +277,16 @@ class Publication:
         if count > self.source.rows and self.source.archive:
             # a run removes a customer by moving its row to segment_archive: history, but no current segment
             keys = ", ".join(quote(k) for k in self.source.keys)
+            # only the rows archived by the runs after the held one (the feed's "removed" side); rows archived
+            # before archived_by_run existed are caught by the key comparison below
             removed = (
-                f"select distinct {keys} from segment_archive as a where not exists "
-                f"(select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
+                f"select distinct {keys} from segment_archive as a where a.archived_by_run in "
+                "(select run_id from scoring_runs as r where r.started_at > $started "
+                "or (r.started_at = $started and r.run_id > $run)) "
+                f"and not exists (select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
             )
-            count -= self._delete_keys(_batches(self.con, removed, None, self.batch_rows), listed=True)
+            since = {"started": held[1], "run": held[0]}
+            count -= self._delete_keys(_batches(self.con, removed, since, self.batch_rows), listed=True)
         if count > self.source.rows:  # removed some other way: compare every key
             every_key = self._query(columns=self._key_columns())
             count -= self._delete_keys(_batches(self.con, every_key, None, self.batch_rows), listed=False)
@@ -297,8 +302,8 @@ class Publication:
             target, keys = self.target, self.source.keys
             match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
             values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
-            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
             names = [c.name for c in target.columns]
+            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
             fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
             self.conn.execute(target.insert().from_select(names, fresh))
             self.stats["updated"] += updated
