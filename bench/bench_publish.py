@@ -48,9 +48,11 @@ def make_warehouse(path: Path, rows: int):
     synth_customers(con, rows, seed=11)
     con.execute(
         """
-        insert into segments
-        select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
-               p, p >= 0.5, 'model', 'bench', 'R-bench-0000', timestamp '2026-11-01 01:00:00', updated_at
+        insert into segments by name
+        select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end as segment,
+               p as p_high_spender, p >= 0.5 as predicted_high_spender, 'model' as basis, 'bench' as model_version,
+               'R-bench-0000' as run_id, timestamp '2026-11-01 01:00:00' as scored_at,
+               updated_at as customer_updated_at
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0)) as p from features_customer)
         """
     )
@@ -77,13 +79,13 @@ def next_run(con, day: int, changed: int) -> None:
     # as a run does: the rows it replaces or removes move to segment_archive
     removed_ids = "(select customer_id from segments order by hash(customer_id, $day) limit $n)"
     con.execute(
-        f"insert into segment_archive select *, $run from segments where customer_id in {removed_ids}",
+        f"insert into segment_archive by name select *, $run as archived_by_run from segments where customer_id in {removed_ids}",
         {"n": removed, "day": day, "run": run_id},
     )
     con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed, "day": day})
     rescored_ids = "(select customer_id from segments order by hash(customer_id, $day, 'rescore') limit $n)"
     con.execute(
-        f"insert into segment_archive select *, $run from segments where customer_id in {rescored_ids}",
+        f"insert into segment_archive by name select *, $run as archived_by_run from segments where customer_id in {rescored_ids}",
         {"n": rescored, "day": day, "run": run_id},
     )
     con.execute(
@@ -97,10 +99,10 @@ def next_run(con, day: int, changed: int) -> None:
     )
     con.execute(
         """
-        insert into segments
-        select customer_id + (select max(customer_id) from segments), segment, p_high_spender,
-               predicted_high_spender, basis, model_version, $run,
-               timestamp '2026-11-01 01:00:00' + to_days($day), customer_updated_at
+        insert into segments by name
+        select customer_id + (select max(customer_id) from segments) as customer_id, segment, p_high_spender,
+               predicted_high_spender, basis, model_version, $run as run_id,
+               timestamp '2026-11-01 01:00:00' + to_days($day) as scored_at, customer_updated_at
         from segments order by customer_id limit $n
         """,
         {**at, "n": new},
