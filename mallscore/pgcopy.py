@@ -184,6 +184,9 @@ def copy_out(cur, select, schema: pa.Schema) -> Iterator[CountingReader]:
         with cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(select)) as copy:
             for chunk in copy:
                 spool.write(chunk)
+        if not spool.tell():  # an empty table: no CSV at all, which pyarrow refuses to read
+            yield CountingReader(pa.RecordBatchReader.from_batches(schema, iter(())))
+            return
         spool.seek(0)
         reader = pacsv.open_csv(
             spool,

@@ -272,6 +272,19 @@ def test_full_publish_equals_incremental(tmp_path, pg_server):
 
 
 @pytest.mark.postgres
+def test_full_publish_into_an_emptied_target_loads_every_row(tmp_path, pg_server):
+    settings = warehouse_with_segments(tmp_path, 300)
+    publish_segments(settings, pg_server.url(), "seg_emptied")
+    with _pg(pg_server) as c:  # someone empties the live table: COPY TO then sends no CSV at all
+        c.execute("delete from seg_emptied")
+
+    result = publish_segments(settings, pg_server.url(), "seg_emptied", full=True)
+
+    assert (result["mode"], result["inserted"], result["deleted"]) == ("full", 300, 0)
+    _assert_target_equals_segments(settings, pg_server, "seg_emptied")
+
+
+@pytest.mark.postgres
 def test_target_changed_behind_mallscores_back_is_rewritten(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 500)
     publish_segments(settings, pg_server.url(), "seg_drift")
