@@ -134,9 +134,35 @@ def check_graph(card: Mapping[str, Any], onnx_bytes: bytes) -> None:
         raise ConfigError(f"{where}: the ONNX graph has no int64 output {gc.label_output!r} (the group label)")
 
 
+class _Prefixed(Params):
+    """Another renderer's values under prefixed keys, so the groups rules never overwrite the classifier's."""
+
+    def __init__(self, inner: Params, prefix: str) -> None:
+        super().__init__()
+        self.inner, self.prefix = inner, prefix
+
+    def ref(self, key: str, value: Any) -> str:
+        return self.inner.ref(self.prefix + key, value)
+
+    def number(self, key: str, value: float) -> str:
+        return self.inner.number(self.prefix + key, value)
+
+    def text(self, key: str, value: str) -> str:
+        return self.inner.text(self.prefix + key, value)
+
+    def is_one_of(self, column: str, key: str, values: Sequence[float]) -> str:
+        return self.inner.is_one_of(column, self.prefix + key, values)
+
+    def as_text(self, expr: str) -> str:
+        return self.inner.as_text(expr)
+
+    def quote(self, identifier: str) -> str:
+        return self.inner.quote(identifier)
+
+
 def eligible_sql(gc: GroupsContract, values: Params, columns: Sequence[str], score: str) -> str:
     """A SQL condition: the row gets a group (``score`` observed, every feature passes the card's rules)."""
-    return f"({score} is not null and {passes_sql(gc.as_contract(), values, columns)})"
+    return f"({score} is not null and {passes_sql(gc.as_contract(), _Prefixed(values, 'g_'), columns)})"
 
 
 def nearest_sql(gc: GroupsContract, values: Params, inputs: Sequence[str]) -> tuple[list[str], str]:
