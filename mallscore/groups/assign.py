@@ -146,3 +146,20 @@ def groups_scored_sql(groups: LoadedGroups | None, model_ctes: str, relation: st
         f"select customer_id, updated_at, observed_score, p_high_spender as p, {name} as behaviour_group "
         "from groups_distances"
     )
+
+
+def group_names(groups: LoadedGroups | None, rows: list[dict]) -> dict[int, str]:
+    """``{customer_id: group name}`` for ``rows`` of ``run_candidates`` (``rescore``); rows without a group are left out."""
+    import numpy as np
+
+    if groups is None:
+        return {}
+    eligible = [r for r in rows if r.get(group_column(0)) is not None]
+    if not eligible:
+        return {}
+    feeds = {
+        name: np.array([[r[group_column(j)]] for r in eligible], dtype=np.float32)
+        for j, name in enumerate(groups.contract.feature_names)
+    }
+    labels = groups.session.run([groups.contract.label_output], feeds)[0]
+    return {r["customer_id"]: groups.contract.names[int(i)] for r, i in zip(eligible, labels)}

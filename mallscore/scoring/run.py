@@ -296,7 +296,7 @@ def score_customers(
             "model_sha256": model.sha256,
             "engine": model.engine,
             "threshold": model.contract.threshold,
-            "groups_version": model.groups.version if model.groups is not None else "",
+            "groups_version": model.groups.version if model.groups is not None else None,
         }
         run_id = params["run_id"]
         with _signals_stop_the_run() as signals:

@@ -19,5 +19,5 @@ select
     $scored_at,
     updated_at,
     behaviour_group,
-    nullif($groups_version, '')
+    $groups_version
 from scored
