@@ -48,7 +48,7 @@ def make_warehouse(path: Path, rows: int):
     synth_customers(con, rows, seed=11)
     con.execute(
         """
-        insert into segments
+        insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
         select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
                p, p >= 0.5, 'model', 'bench', 'R-bench-0000', timestamp '2026-11-01 01:00:00', updated_at
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0)) as p from features_customer)
@@ -77,13 +77,13 @@ def next_run(con, day: int, changed: int) -> None:
     # as a run does: the rows it replaces or removes move to segment_archive
     removed_ids = "(select customer_id from segments order by hash(customer_id, $day) limit $n)"
     con.execute(
-        f"insert into segment_archive select *, $run from segments where customer_id in {removed_ids}",
+        f"insert into segment_archive (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, archived_by_run) select customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, $run from segments where customer_id in {removed_ids}",
         {"n": removed, "day": day, "run": run_id},
     )
     con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed, "day": day})
     rescored_ids = "(select customer_id from segments order by hash(customer_id, $day, 'rescore') limit $n)"
     con.execute(
-        f"insert into segment_archive select *, $run from segments where customer_id in {rescored_ids}",
+        f"insert into segment_archive (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, archived_by_run) select customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, $run from segments where customer_id in {rescored_ids}",
         {"n": rescored, "day": day, "run": run_id},
     )
     con.execute(
@@ -97,7 +97,7 @@ def next_run(con, day: int, changed: int) -> None:
     )
     con.execute(
         """
-        insert into segments
+        insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
         select customer_id + (select max(customer_id) from segments), segment, p_high_spender,
                predicted_high_spender, basis, model_version, $run,
                timestamp '2026-11-01 01:00:00' + to_days($day), customer_updated_at

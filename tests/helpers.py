@@ -34,7 +34,7 @@ def fill_segments(con, run_id: str, model_version: str = "m1") -> None:
     con.execute("delete from segments")
     con.execute(
         """
-        insert into segments
+        insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
         select customer_id,
                case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
                p, p >= 0.5, 'model', $v, $run, timestamp '2026-11-27 01:00:00', updated_at

@@ -58,13 +58,13 @@ def _next_run(settings, run_id, *, new=0, changed=0, removed=0):
         top = con.execute("select max(customer_id) from segments").fetchall()[0][0]
         removed_ids = "(select customer_id from segments order by customer_id limit $n)"
         con.execute(
-            f"insert into segment_archive select *, $run from segments where customer_id in {removed_ids}",
+            f"insert into segment_archive (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, archived_by_run) select customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, $run from segments where customer_id in {removed_ids}",
             {"n": removed, "run": run_id},
         )
         con.execute(f"delete from segments where customer_id in {removed_ids}", {"n": removed})
         changed_ids = "(select customer_id from segments where customer_id % 7 = 3 order by customer_id limit $n)"
         con.execute(  # the rows a run replaces move to the archive, marked with the run (the change feed's source)
-            f"insert into segment_archive select *, $run from segments where customer_id in {changed_ids}",
+            f"insert into segment_archive (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, archived_by_run) select customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at, $run from segments where customer_id in {changed_ids}",
             {"n": changed, "run": run_id},
         )
         con.execute(
@@ -79,7 +79,7 @@ def _next_run(settings, run_id, *, new=0, changed=0, removed=0):
         )
         con.execute(
             """
-            insert into segments
+            insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at, customer_updated_at)
             select customer_id + $top, segment, p_high_spender, predicted_high_spender, basis, 'm2', $run,
                    $at::timestamp, customer_updated_at
             from segments order by customer_id limit $n
