@@ -163,3 +163,17 @@ def group_names(groups: LoadedGroups | None, rows: list[dict]) -> dict[int, str]
     }
     labels = groups.session.run([groups.contract.label_output], feeds)[0]
     return {r["customer_id"]: groups.contract.names[int(i)] for r, i in zip(eligible, labels)}
+
+
+def export_group_sql(gc: GroupsContract, values: Params, score: str, engine: Any, input_expr: Any):
+    """For ``export-sql``: (input columns, their names for the next CTE, distance columns, name expression).
+
+    The inputs are the card's features rounded to float32 as the graph does (NULL where the row gets
+    no group: ``score`` unobserved or a feature outside the card); the name is the nearest centre's.
+    """
+    ok = eligible_sql(gc, values, gc.feature_names, score)
+    cols = [f"__group_{j}" for j in range(len(gc.features))]
+    inputs = [f"case when {ok} then {input_expr(f, engine)} end as {c}" for f, c in zip(gc.feature_names, cols)]
+    distances, name = nearest_sql(gc, values, cols)
+    dist_cols = ", ".join(f"{d} as __gd_{i}" for i, d in enumerate(distances))
+    return inputs, "".join(", " + c for c in cols), dist_cols, f"case when {cols[0]} is not null then {name} end"

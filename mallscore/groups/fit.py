@@ -3,7 +3,7 @@
 Scaling: income (k$) and score (1-100) are standardised, so each counts equally in the
 distances whatever its unit. k-means runs ``N_INIT`` initialisations with a fixed seed.
 
-Choosing k (``auto``): for each k in the spec's range, ``REPEATS`` fits, each on a bootstrap
+Choosing k (``auto``; a given k gets only its own spread): for each k in the spec's range, ``REPEATS`` fits, each on a bootstrap
 resample of the rows with its own seed, scored by the mean silhouette on (a sample of at most
 ``SILHOUETTE_SAMPLE`` of) that resample; the k with the best mean wins, and the card records
 every k's mean and standard deviation, and the runner-up.
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-N_INIT = 10
+N_INIT = 10  # the final fit
+SPREAD_N_INIT = 3  # each of the REPEATS fits per k (their spread is the point, not one best fit)
 REPEATS = 5
 SILHOUETTE_SAMPLE = 2000
 SEED = 0
@@ -41,13 +42,13 @@ class Fitted:
     labels: np.ndarray
 
 
-def make_pipeline(k: int, seed: int = SEED):
+def make_pipeline(k: int, seed: int = SEED, n_init: int = N_INIT):
     """StandardScaler + KMeans(k) with several initialisations and a fixed seed."""
     from sklearn.cluster import KMeans
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return Pipeline([("scale", StandardScaler()), ("kmeans", KMeans(k, n_init=N_INIT, random_state=seed))])
+    return Pipeline([("scale", StandardScaler()), ("kmeans", KMeans(k, n_init=n_init, random_state=seed))])
 
 
 def silhouette_spread(X: np.ndarray, k: int, repeats: int = REPEATS, seed: int = SEED) -> dict:
@@ -58,7 +59,7 @@ def silhouette_spread(X: np.ndarray, k: int, repeats: int = REPEATS, seed: int =
     values = []
     for r in range(repeats):
         rows = X[rng.integers(0, len(X), len(X))]
-        pipe = make_pipeline(k, seed + r).fit(rows)
+        pipe = make_pipeline(k, seed + r, SPREAD_N_INIT).fit(rows)
         labels = pipe[-1].labels_
         if len(set(labels.tolist())) < 2:
             values.append(-1.0)
@@ -77,7 +78,7 @@ def silhouette_spread(X: np.ndarray, k: int, repeats: int = REPEATS, seed: int =
 def choose_k(X: np.ndarray, k: int | None, k_range: tuple[int, int], progress=None) -> tuple[int, str, str, dict]:
     """(k, mode, reason, silhouette per k): the best mean silhouette in ``k_range``, or the fixed ``k``."""
     lo, hi = k_range
-    ks = list(range(lo, min(hi, len(X) - 1) + 1))
+    ks = [k] if k is not None else list(range(lo, min(hi, len(X) - 1) + 1))  # a given k: only its own spread
     silhouette = {}
     for done, kk in enumerate(ks):
         silhouette[kk] = silhouette_spread(X, kk)
@@ -85,9 +86,8 @@ def choose_k(X: np.ndarray, k: int | None, k_range: tuple[int, int], progress=No
             progress("k", done + 1, len(ks))
     ranked = sorted(ks, key=lambda kk: (-silhouette[kk]["mean"], kk))
     if k is not None:
-        s = silhouette.get(k)
-        told = f"mean silhouette {s['mean']:.3f} +- {s['std']:.3f}" if s else "outside the searched range"
-        return k, "fixed", f"k = {k} was given (--k); {told}; the best by silhouette is k = {ranked[0]}", silhouette
+        s = silhouette[k]
+        return k, "fixed", f"k = {k} was given (--k); mean silhouette {s['mean']:.3f} +- {s['std']:.3f}", silhouette
     best, second = ranked[0], ranked[1] if len(ranked) > 1 else None
     b = silhouette[best]
     reason = f"k = {best} has the best mean silhouette, {b['mean']:.3f} +- {b['std']:.3f}"
@@ -103,9 +103,13 @@ def choose_k(X: np.ndarray, k: int | None, k_range: tuple[int, int], progress=No
 
 
 def fit_groups(X: np.ndarray, k: int | None, k_range: tuple[int, int], progress=None) -> Fitted:
-    """Choose k (or take it), then fit the final k-means on every row."""
-    chosen, mode, reason, silhouette = choose_k(X, k, k_range, progress)
-    pipe = make_pipeline(chosen).fit(X)
+    """Choose k (or take it), then fit the final k-means on every row (BLAS/OpenMP on one thread:
+    on small data a busy machine's thread pools cost more than they give)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        chosen, mode, reason, silhouette = choose_k(X, k, k_range, progress)
+        pipe = make_pipeline(chosen).fit(X)
     return Fitted(pipe, chosen, mode, reason, silhouette, pipe[-1].labels_)
 
 
