@@ -65,3 +65,23 @@ def groups_train(
     typer.echo(
         f"promoted: {'yes' if result['promoted'] else 'no'} ({result['promotion_reason']}); report {result['report']}"
     )
+
+
+def card_lines(card: dict, is_champion: bool) -> list[str]:
+    """A groups card as the lines `models show` prints."""
+    best = card["silhouette"][str(card["k"])]
+    lines = [
+        f"version      {card['version']}{'  (champion)' if is_champion else ''}",
+        f"spec         {card['spec']}  features: {', '.join(f['name'] for f in card['features'])}",
+        f"created      {card['created_at']}  git {card.get('git_commit') or '-'}",
+        f"data         {card['training_data']['rows']} rows of {card['feature_table']}",
+        f"k            {card['k']} ({card['choice']['reason']})",
+        f"silhouette   {best['mean']:.3f} +- {best['std']:.3f}",
+    ]
+    for g in card["groups"]:
+        c = g["centre"]
+        lines.append(
+            f"group        {g['name']}: {g['size']} customers, income {c['annual_income']:.1f}, score {c['spending_score']:.1f}"
+        )
+    lines.append(f"onnx         sha256 {card['onnx']['sha256'][:16]}..., {card['onnx']['mismatches']} mismatches")
+    return lines

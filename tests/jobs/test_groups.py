@@ -200,3 +200,23 @@ def test_publish_adds_the_group_columns_to_an_older_target_and_keeps_nulls(tmp_p
         ).fetchall()
     expected = query(settings, "select customer_id, behaviour_group, behaviour_model_version from segments order by 1")
     assert published == expected and sum(g is None for _, g, _ in published) == 100
+
+
+def test_a_retrain_with_barely_moved_centres_keeps_the_names(setup):
+    from mallscore.groups.job import read_features, train_groups
+    from mallscore.warehouse import open_warehouse
+
+    before = registry.load_card(setup.models_dir, registry.champion(setup.models_dir, "groups"))
+    with open_warehouse(setup, read_only=True) as con:
+        ids, X, population = read_features(con)
+    moved = X + np.random.default_rng(9).normal(0, 0.5, X.shape)  # the same customers, slightly different
+
+    result = train_groups(setup, moved, ids, population)
+
+    after = registry.load_card(setup.models_dir, result["version"])
+    assert sorted(g["name"] for g in after["groups"]) == sorted(g["name"] for g in before["groups"])
+    assert sorted(result["names_kept"]) == sorted(g["name"] for g in before["groups"])
+    old = {g["name"]: g["centre"] for g in before["groups"]}
+    for g in after["groups"]:  # each name stays with the centre it described
+        assert abs(g["centre"]["annual_income"] - old[g["name"]]["annual_income"]) < 3
+        assert abs(g["centre"]["spending_score"] - old[g["name"]]["spending_score"]) < 3
