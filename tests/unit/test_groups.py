@@ -121,3 +121,17 @@ def test_sql_nearest_centre_is_the_argmin_and_the_first_on_a_tie():
     rows = duckdb.connect().execute(sql).fetchall()
 
     assert [r[2] for r in rows] == ["a", "a", "a", "b"]  # income 60 is equidistant: the first group wins
+
+
+def test_the_parity_gate_refuses_a_graph_that_groups_otherwise():
+    from mallscore.groups.job import convert, export_onnx
+    from mallscore.specs import GROUPS
+
+    X = planted_rows(PLANTED, per_group=40)
+    right = fit.make_pipeline(4).fit(X)
+    wrong = fit.make_pipeline(4, seed=3).fit(X[::-1] + 15.0)  # other centres
+
+    onnx_bytes, figures = export_onnx(right, GROUPS, X)
+    assert figures["mismatches"] == 0 and figures["rows_checked"] == len(X) + 10_000
+    with pytest.raises(ConfigError, match="parity gate failed"):
+        export_onnx(right, GROUPS, X, converter=lambda pipe, features: convert(wrong, features))
