@@ -119,19 +119,15 @@ def level(z: float) -> str:
 
 
 def generated_names(centres_z: np.ndarray, features: list[str]) -> list[str]:
-    """A name per centre from its z-scores (``high income, low spend``); repeats get ``(2)``, ``(3)``."""
+    """A name per centre from its z-scores (``high income, low spend``); repeats get ``(1)``, ``(2)`` in centre order."""
+    from collections import Counter
+
     base = [", ".join(f"{level(z)} {WORDS.get(f, f)}" for z, f in zip(row, features)) for row in centres_z]
-    names, seen = [], {}
-    for i in np.lexsort(centres_z.T[::-1]):  # repeats numbered in centre order, not fit order
-        seen[base[i]] = seen.get(base[i], 0) + 1
-    counts = dict(seen)
-    seen = {}
-    out = [""] * len(base)
-    for i in np.lexsort(centres_z.T[::-1]):
-        seen[base[i]] = seen.get(base[i], 0) + 1
+    counts, seen, out = Counter(base), Counter(), [""] * len(base)
+    for i in np.lexsort(centres_z.T[::-1]):  # numbered by centre (first feature, then the next), not fit order
+        seen[base[i]] += 1
         out[i] = base[i] if counts[base[i]] == 1 else f"{base[i]} ({seen[base[i]]})"
-    names.extend(out)
-    return names
+    return out
 
 
 def stable_names(

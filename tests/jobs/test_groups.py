@@ -79,10 +79,11 @@ def test_the_nightly_run_groups_customers_with_a_score_and_no_one_else(setup):
     assert [r[2] for r in known] == _onnx_groups(setup, X)
     version = registry.champion(setup.models_dir, "groups")
     assert {r[3] for r in rows} == {version}
-    summary = query(
-        setup, "select behaviour_group, customers, premium + loyalty + nurture + low_priority from group_summary"
-    )
-    assert sum(r[1] for r in summary) == 400 and all(r[1] == r[2] for r in summary) is False  # tiers are top/high/low
+    summary = query(setup, "select behaviour_group, customers, share from group_summary")
+    counted: dict = {}
+    for r in known:
+        counted[r[2]] = counted.get(r[2], 0) + 1
+    assert {g: n for g, n, _ in summary} == counted and abs(sum(r[2] for r in summary) - 1) < 1e-9
     rescored = run_cli(setup, "rescore", *[r[0] for r in rows[:3]], "--json")
     assert [c["behaviour_group"] for c in json.loads(rescored.stdout)["customers"]] == [r[2] for r in rows[:3]]
 
