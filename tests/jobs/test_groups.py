@@ -130,20 +130,55 @@ def test_a_customer_changing_group_is_a_change_and_a_new_champion_regroups_every
     assert csv[0].endswith("previous_behaviour_group,behaviour_group") and len(csv) == len(feed) + 1
 
 
-def test_export_sql_assigns_the_groups_onnxruntime_does(setup, tmp_path):
-    sql = run_cli(setup, "export-sql", "--dialect", "duckdb").stdout
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        "duckdb",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("spark", marks=pytest.mark.xdist_group("spark")),
+    ],
+)
+def test_export_sql_assigns_the_groups_onnxruntime_does(setup, tmp_path, request, dialect):
+    sql = run_cli(setup, "export-sql", "--dialect", dialect).stdout
     rng = np.random.default_rng(5)
     n = 20_000
     income = np.round(rng.uniform(15, 140, n), 1)  # the classifier v1 quarantines incomes outside 15..140
     score = rng.integers(1, 101, n).astype(float)
-    con = duckdb.connect(str(tmp_path / "other.duckdb"))
-    con.execute(
-        "create table features_customer as select unnest($id) as customer_id, 40.0 as age, unnest($inc) as annual_income, "
-        "1.0 as gender_female, case when unnest($id) % 10 = 0 then null else unnest($score) end as spending_score",
-        {"id": list(range(n)), "inc": income.tolist(), "score": score.tolist()},
+    rows = [(i, 40.0, float(income[i]), 1.0, None if i % 10 == 0 else float(score[i])) for i in range(n)]
+    create = (
+        "create table features_customer (customer_id bigint, age double precision, annual_income double precision, "
+        "gender_female double precision, spending_score double precision)"
     )
+    if dialect == "duckdb":
+        con = duckdb.connect(str(tmp_path / "other.duckdb"))
+        con.execute(create)
+        import pyarrow as pa
 
-    got = con.execute(f"select customer_id, behaviour_group from ({sql}) order by customer_id").fetchall()
+        con.register("src", pa.table(list(zip(*rows)), names=["id", "age", "income", "female", "score"]))
+        con.execute("insert into features_customer select * from src")
+        got = con.execute(f"select customer_id, behaviour_group from ({sql}) as e order by customer_id").fetchall()
+    elif dialect == "spark":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "features.parquet"
+        names = ["customer_id", "age", "annual_income", "gender_female", "spending_score"]
+        pq.write_table(pa.table(list(zip(*rows)), names=names), path)
+        spark = request.getfixturevalue("spark")
+        spark.read.parquet(str(path)).createOrReplaceTempView("features_customer")
+        got = sorted(tuple(r) for r in spark.sql(f"select customer_id, behaviour_group from ({sql}) as e").collect())
+    else:
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("pg_server").url(), autocommit=True) as c:
+            c.execute("drop schema if exists groups_parity cascade")
+            c.execute("create schema groups_parity")
+            c.execute("set search_path = groups_parity")
+            c.execute(create)
+            with c.cursor().copy("copy features_customer from stdin") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            got = c.execute(f"select customer_id, behaviour_group from ({sql}) as e order by customer_id").fetchall()
 
     expected = _onnx_groups(setup, np.column_stack([income, score]))
     assert len(got) == n
