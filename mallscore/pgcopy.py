@@ -10,7 +10,7 @@ rows together in C++.
 
 Supported: int64/int32 -> bigint/integer, float64 -> double precision,
 bool -> boolean, timestamp without time zone -> timestamp, string -> text;
-no NULLs. :func:`encodable` says whether a batch qualifies; :func:`copy_in`
+NULLs in text columns only (length -1). :func:`encodable` says whether a batch qualifies; :func:`copy_in`
 streams batches into a table, in CSV when they do not qualify.
 """
 
@@ -69,10 +69,15 @@ def _fixed_values(array: pa.Array) -> tuple[np.ndarray, str]:
     return array.to_numpy(zero_copy_only=False), _FIXED[t]
 
 
+def fixed_nulls(batch: pa.RecordBatch) -> bool:
+    """True when a fixed-width column holds a NULL (text columns encode NULL as length -1)."""
+    return any(column.null_count for column, field in zip(batch.columns, batch.schema) if _is_fixed(field.type))
+
+
 def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
     """The rows of ``batch`` in binary COPY format (no header/trailer), columns in :func:`column_order`."""
-    if any(column.null_count for column in batch.columns):
-        raise ValueError("binary COPY encoding does not handle NULLs")
+    if fixed_nulls(batch):
+        raise ValueError("binary COPY encoding does not handle NULLs in fixed-width columns")
     n = batch.num_rows
     names = column_order(batch.schema)
     fixed = [name for name in names if _is_fixed(batch.schema.field(name).type)]
@@ -95,8 +100,11 @@ def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
         )
     ]
     for name in texts:
-        column = batch.column(name).cast(pa.binary())
+        raw = batch.column(name)
+        column = (pc.fill_null(raw, "") if raw.null_count else raw).cast(pa.binary())
         lengths = pc.binary_length(column).to_numpy(zero_copy_only=False).astype(">i4")
+        if raw.null_count:  # a NULL field is the length -1 and no bytes
+            lengths[~raw.is_valid().to_numpy(zero_copy_only=False)] = -1
         parts.append(
             pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(
                 pa.binary()
@@ -134,7 +142,7 @@ def copy_in(
         if binary:
             copy.write(HEADER)
         for batch in itertools.chain([first], batches):
-            if binary and not any(c.null_count for c in batch.columns):
+            if binary and not fixed_nulls(batch):
                 copy.write(encode_batch(batch))
             elif binary:
                 raise ValueError("NULL in a NOT NULL segments column")

@@ -146,19 +146,22 @@ class Publication:
         if not inspector.has_table(self.runs.name, schema=self.schema):
             self.runs.create(self.conn)
             return
-        present = {c["name"] for c in inspector.get_columns(self.runs.name, schema=self.schema)}
-        preparer = self.conn.dialect.identifier_preparer
-        for column in self.runs.columns:
-            if column.name not in present:
-                ddl = (
-                    f"alter table {preparer.format_table(self.runs)} add column {preparer.quote(column.name)} "
-                    f"{column.type.compile(dialect=self.conn.dialect)}"
-                )
-                self.conn.exec_driver_sql(ddl)
+        self.add_columns(inspector, self.runs)
 
-    def _check_columns(self, inspector) -> None:
-        present = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
-        missing = [c.name for c in self.target.columns if c.name not in present]
+    def add_columns(self, inspector, table, nullable_only: bool = False) -> list[str]:
+        """Add the columns of ``table`` an older target lacks (``nullable_only``: only those); return the rest."""
+        present = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
+        preparer, left = self.conn.dialect.identifier_preparer, []
+        for column in (c for c in table.columns if c.name not in present):
+            if nullable_only and not column.nullable:
+                left.append(column.name)
+                continue
+            kind, name = column.type.compile(dialect=self.conn.dialect), preparer.quote(column.name)
+            self.conn.exec_driver_sql(f"alter table {preparer.format_table(table)} add column {name} {kind}")
+        return left
+
+    def _check_columns(self, inspector) -> None:  # an older target gets the nullable columns added since
+        missing = self.add_columns(inspector, self.target, nullable_only=True)
         if missing:
             raise ConfigError(
                 f"the target table {qualified(self.schema, self.name)} has no column(s) {', '.join(missing)}; "
@@ -415,6 +418,7 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     if not sa.inspect(pub.conn).has_table(changes.name, schema=pub.schema):
         changes.create(pub.conn)
         sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
+    pub.add_columns(sa.inspect(pub.conn), changes)  # a feed table from an older mallscore gets the columns since
     later = ""
     params: dict = {}
     if held is not None:

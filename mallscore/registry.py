@@ -149,7 +149,7 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
     Every command that loads a model comes through here, so one card is judged
     the same way everywhere: ConfigError (exit 78) for anything wrong.
     """
-    from mallscore.contract import contract_from_card
+    from mallscore.cards import check_contract
 
     card_path = Path(card_path)
     raw = _read_file(card_path, "model card")
@@ -167,7 +167,7 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
         raise ConfigError(
             f"model card {card_path} describes {card.get('spec')}/{card.get('version')}, not the folder it is in"
         )
-    contract_from_card(card)  # the scoring contract: features, threshold, tiers, ONNX inputs and output
+    check_contract(card)  # the scoring contract (a classifier's, or a groups card's): features, inputs, outputs
     onnx_info = card.get("onnx") or {}
     if not isinstance(onnx_info, dict) or onnx_info.get("file") != MODEL_FILE:
         raise ConfigError(f"model card {card_path} names an unexpected model file {onnx_info.get('file')!r}")

@@ -17,3 +17,7 @@ create table if not exists segment_archive (
 );
 
 alter table segment_archive add column if not exists archived_by_run varchar;
+
+alter table segment_archive add column if not exists behaviour_group varchar;
+
+alter table segment_archive add column if not exists behaviour_model_version varchar;

@@ -11,11 +11,11 @@ current_segments as (
 
 final as (
     select run_id, customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, scored_at,
-           customer_updated_at
+           customer_updated_at, behaviour_group, behaviour_model_version
     from archived
     union all
     select run_id, customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, scored_at,
-           customer_updated_at
+           customer_updated_at, behaviour_group, behaviour_model_version
     from current_segments
 )
 

@@ -1,7 +1,7 @@
 -- The segment change feed, one row per customer and run: a customer the run scored for the first
 -- time (new), whose segment or predicted label it changed (changed), or whose segment it withdrew
 -- because the customer's data now breaks the model's contract (removed; segment NULL). A moved
--- probability alone is not a change. Derived from what each run writes in its own transaction (its
+-- probability alone is not a change; a moved behaviour group is (previous_behaviour_group, behaviour_group). Derived from what each run writes in its own transaction (its
 -- assignments, and the rows it archived, marked archived_by_run), so the feed costs no second copy
 -- of the run's rows and a rerun that changes nothing adds nothing. Runs older than the
 -- archived_by_run column show every customer they scored as new.
@@ -33,13 +33,16 @@ scored as (
         assignments.p_high_spender,
         replaced.predicted_high_spender as previous_predicted_high_spender,
         assignments.predicted_high_spender,
-        assignments.scored_at
+        assignments.scored_at,
+        replaced.behaviour_group as previous_behaviour_group,
+        assignments.behaviour_group
     from assignments
     left join replaced
         on assignments.customer_id = replaced.customer_id and assignments.run_id = replaced.archived_by_run
     where replaced.customer_id is null
         or assignments.segment <> replaced.segment
         or assignments.predicted_high_spender <> replaced.predicted_high_spender
+        or assignments.behaviour_group is distinct from replaced.behaviour_group
 ),
 
 withdrawn as (
@@ -53,7 +56,9 @@ withdrawn as (
         cast(null as double) as p_high_spender,
         replaced.predicted_high_spender as previous_predicted_high_spender,
         cast(null as boolean) as predicted_high_spender,
-        runs.started_at as scored_at
+        runs.started_at as scored_at,
+        replaced.behaviour_group as previous_behaviour_group,
+        cast(null as varchar) as behaviour_group
     from replaced
     left join runs on runs.run_id = replaced.archived_by_run
     where not exists (

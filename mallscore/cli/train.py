@@ -177,7 +177,12 @@ def models_show(
         emit_json(card)
         return
     try:
-        lines = _card_lines(card, champion(settings.models_dir, card["spec"]) == version)
+        if card.get("kind") == "groups":
+            from mallscore.cli.groups import card_lines as groups_card_lines
+
+            lines = groups_card_lines(card, champion(settings.models_dir, card["spec"]) == version)
+        else:
+            lines = _card_lines(card, champion(settings.models_dir, card["spec"]) == version)
     except (KeyError, TypeError) as exc:
         from mallscore.errors import ConfigError
 

@@ -36,6 +36,7 @@ class LoadedModel:
     session: Any
     engine: str = "onnx"
     sql: tuple[str, str] | None = None
+    groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
 
     @property
     def version(self) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
+from mallscore.groups.assign import groups_scored_sql, load_groups
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
 from mallscore.scoring.runs import RUN_COLUMNS
@@ -37,7 +38,7 @@ from mallscore.scoring.stream import BATCH_ROWS, Progress, Spill, insert_spilled
 from mallscore.settings import Settings
 
 # columns added to existing warehouses by a later version of sql/: a run rebuilds when one is missing
-_LATE_COLUMNS = {"scoring_runs": "engine", "segment_archive": "archived_by_run"}
+_LATE_COLUMNS = {"scoring_runs": "engine", "segment_archive": "archived_by_run", "segments": "behaviour_model_version"}
 
 
 # --- signals -------------------------------------------------------------------------
@@ -261,6 +262,7 @@ def score_customers(
     t0 = time.perf_counter()
     _return_freed_memory()
     model = load_model(settings, model_version, engine)
+    model.groups = load_groups(settings.models_dir, session=model.engine == "onnx")  # None: no groups champion
     con = open_job_connection(settings)
     reader_con = None
     spill = Spill()
@@ -268,7 +270,9 @@ def score_customers(
         found = _ensure_schema(con)
         columns = found.get(model.contract.feature_table, {})
         ids = [int(i) for i in customer_ids or []]
-        candidates = prepare(con, model.contract, mode=mode, model_version=model.version, columns=columns, ids=ids)
+        candidates = prepare(
+            con, model.contract, mode=mode, model_version=model.version, columns=columns, ids=ids, groups=model.groups
+        )
         if model.engine == "onnx":  # the stream reads through a cursor, which needs the relations too
             reader_con = con.cursor()
             reader_con.execute("set enable_progress_bar = false")
@@ -280,6 +284,7 @@ def score_customers(
                 columns=columns,
                 ids=ids,
                 candidates=candidates,
+                groups=model.groups,
             )
         started = _utcnow()
         params = {
@@ -291,6 +296,7 @@ def score_customers(
             "model_sha256": model.sha256,
             "engine": model.engine,
             "threshold": model.contract.threshold,
+            "groups_version": model.groups.version if model.groups is not None else None,
         }
         run_id = params["run_id"]
         with _signals_stop_the_run() as signals:
@@ -382,10 +388,7 @@ def _score_in_engine(
         "create or replace temp view run_rejected as "
         "select customer_id, raw_values, reason from run_candidates where reason is not null"
     )
-    con.execute(
-        f"create or replace temp view run_scored as with {model_ctes}\n"
-        f"select customer_id, updated_at, observed_score, p_high_spender as p from {relation}"
-    )
+    con.execute(f"create or replace temp view run_scored as {groups_scored_sql(model.groups, model_ctes, relation)}")
     started = time.perf_counter()
     rejected = int(run_statement(con, "insert_rejected", params).fetchall()[0][0])
     started = timer.add("read_validate", started)

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from mallscore.contract import feature_column
+from mallscore.groups.assign import assign_batch, group_type
 from mallscore.scoring.model import LoadedModel, predict
 
 BATCH_ROWS = 1 << 18  # see run.JOB_SETTINGS: two threads may each hold a batch
@@ -93,6 +94,7 @@ def stream_and_insert(
             reader.schema.field("updated_at"),
             reader.schema.field("observed_score"),
             pa.field("p", pa.float32()),
+            pa.field("behaviour_group", group_type()),
         ]
     )
     state: dict[str, Any] = {"scored": 0, "seen": 0, "error": None}
@@ -117,6 +119,7 @@ def stream_and_insert(
                 if batch.num_rows:
                     feeds = {n: as_numpy(batch.column(c)).reshape(-1, 1) for n, c in inputs.items()}
                     p = predict(model, feeds)
+                    group = assign_batch(model.groups, batch)  # the groups champion's, in the same pass
                     started = lap("score", started)
                     state["scored"] += batch.num_rows
                     yield pa.RecordBatch.from_arrays(
@@ -125,6 +128,7 @@ def stream_and_insert(
                             batch.column("updated_at"),
                             batch.column("observed_score"),
                             as_arrow(p),
+                            group,
                         ],
                         schema=out_schema,
                     )

@@ -14,7 +14,9 @@ final as (
         p_high_spender,
         previous_predicted_high_spender,
         predicted_high_spender,
-        scored_at
+        scored_at,
+        previous_behaviour_group,
+        behaviour_group
     from changes
     where run_id = $run_id
 )

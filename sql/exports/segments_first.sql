@@ -13,7 +13,8 @@ final as (
         model_version,
         run_id,
         scored_at,
-        customer_updated_at
+        customer_updated_at,
+        behaviour_group
     from segments
     where $segment is null or segment = $segment
 )

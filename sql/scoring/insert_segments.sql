@@ -1,10 +1,11 @@
--- The run's scored customers: the card's tier rule (macro mallscore_segment) and label rule.
+-- The run's scored customers: the card's tier rule (macro mallscore_segment) and label rule; the
+-- behaviour group as assigned in the same pass (NULL without an observed score or a groups model).
 insert into segments (
     customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at,
-    customer_updated_at
+    customer_updated_at, behaviour_group, behaviour_model_version
 )
 with scored as (
-    select customer_id, updated_at, observed_score, cast(p as double) as p from run_scored
+    select customer_id, updated_at, observed_score, cast(p as double) as p, behaviour_group from run_scored
 )
 
 select
@@ -16,5 +17,7 @@ select
     $model_version,
     $run_id,
     $scored_at,
-    updated_at
+    updated_at,
+    behaviour_group,
+    $groups_version
 from scored

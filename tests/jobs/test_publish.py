@@ -354,7 +354,7 @@ def test_the_changes_table_grows_by_exactly_each_runs_feed(tmp_path, pg_server):
     assert sum(r[3] is None for r in published) == 310  # NULLs (new customers) survive the trip
     assert [t for (t,) in types] == ["bigint", "text", "text", "text", "text"] + ["double precision"] * 2 + [
         "boolean"
-    ] * 2 + ["timestamp without time zone"]
+    ] * 2 + ["timestamp without time zone"] + ["text"] * 2  # previous_behaviour_group, behaviour_group
 
 
 # --- readers: snapshots, held tables, pg_dump, failures ---------------------------------

@@ -34,6 +34,7 @@ SEGMENT_COLUMNS = [
     "run_id",
     "scored_at",
     "customer_updated_at",
+    "behaviour_group",
 ]
 CHANGE_COLUMNS = [
     "customer_id",
@@ -46,6 +47,8 @@ CHANGE_COLUMNS = [
     "previous_predicted_high_spender",
     "predicted_high_spender",
     "scored_at",
+    "previous_behaviour_group",
+    "behaviour_group",
 ]
 
 
@@ -168,7 +171,7 @@ def test_every_format_is_written_atomically_and_reads_back(scored_setup: Setting
     # csv: a header, ISO-8601 UTC timestamps; jsonl: one object a line, the same columns in the same order
     lines = (out / "segments.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == ",".join(SEGMENT_COLUMNS) and len(lines) == 501
-    assert lines[1].endswith("Z") and "T" in lines[1].split(",")[7]
+    assert lines[1].split(",")[8].endswith("Z") and "T" in lines[1].split(",")[7]
     first = json.loads((out / "segments.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert list(first) == SEGMENT_COLUMNS and first["run_id"] == run["run_id"]
     # a table for a person: at most 100 rows, and it says so
