@@ -1,0 +1,79 @@
+"""Training compares a challenger with the champion before promoting it, and MALLSCORE_MAX_SEGMENT_CHANGE can stop it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from mallscore import registry
+from mallscore.errors import UsageError
+from mallscore.settings import load_settings
+from mallscore.specs import get_spec
+from mallscore.training import read_training_set, train_frame
+from mallscore.training.budget import QUICK
+from mallscore.warehouse import connect
+from tests.scoring_support import run_cli, seed_customers
+
+
+def _frame(settings):
+    con = connect(settings.warehouse, read_only=True)
+    try:
+        return read_training_set(con, get_spec("default"))
+    finally:
+        con.close()
+
+
+def test_segment_change_limit_keeps_the_champion_and_says_how_to_promote_by_hand(score_settings):
+    seed_customers(score_settings, known=200, new=150)
+    frame = _frame(score_settings)
+    first = train_frame(frame, score_settings, budget=QUICK)
+    assert first["promoted"] and first["comparison"] is None  # nothing to compare with
+
+    inverted = frame.copy()
+    inverted["high_spender"] = 1 - inverted["high_spender"]  # a challenger that re-ranks the new customers
+    lines: list[str] = []
+    limited = replace(score_settings, max_segment_change=0.05)
+    second = train_frame(inverted, limited, budget=QUICK, announce=lines.append)
+
+    assert not second["promoted"]
+    assert registry.champion(score_settings.models_dir, "default") == first["model_version"]
+    assert f"mallscore models promote {second['model_version']}" in second["promotion_reason"]
+    assert "MALLSCORE_MAX_SEGMENT_CHANGE=0.05" in second["promotion_reason"]
+    comparison = second["comparison"]
+    assert comparison["against"] == first["model_version"] and comparison["changed_share"] > 0.05
+    assert len(lines) == 1 and "would change segment" in lines[0]
+    card = registry.load_card(score_settings.models_dir, second["model_version"])
+    assert card["comparison"] == comparison  # recorded in the sealed card
+
+    out = run_cli(score_settings, "models", "promote", second["model_version"])  # by hand, as the reason says
+    assert out.returncode == 0, out.stderr
+    assert "would change segment" in out.stdout and f"{comparison['changed_share']:.1%}" in out.stdout
+    assert registry.champion(score_settings.models_dir, "default") == second["model_version"]
+    log = (score_settings.models_dir / "default" / registry.PROMOTIONS_LOG).read_text().splitlines()
+    last = json.loads(log[-1])
+    assert last["version"] == second["model_version"]
+    assert last["comparison"]["changed"] == comparison["changed"]
+
+
+def test_without_the_setting_the_same_challenger_is_promoted_and_the_log_has_the_headline(score_settings):
+    seed_customers(score_settings, known=200, new=150)
+    frame = _frame(score_settings)
+    train_frame(frame, score_settings, budget=QUICK)
+    inverted = frame.copy()
+    inverted["high_spender"] = 1 - inverted["high_spender"]
+    second = train_frame(inverted, score_settings, budget=QUICK)
+    assert second["promoted"] and second["comparison"]["changed"] > 0
+    last = json.loads((score_settings.models_dir / "default" / registry.PROMOTIONS_LOG).read_text().splitlines()[-1])
+    assert (
+        last["version"] == second["model_version"] and last["comparison"]["changed"] == second["comparison"]["changed"]
+    )
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1", "nan", "lots"])
+def test_bad_segment_change_limit_is_a_usage_error(raw):
+    with pytest.raises(UsageError, match="MALLSCORE_MAX_SEGMENT_CHANGE"):
+        load_settings({"MALLSCORE_MAX_SEGMENT_CHANGE": raw})
+    assert load_settings({}).max_segment_change is None
+    assert load_settings({"MALLSCORE_MAX_SEGMENT_CHANGE": "0.1"}).max_segment_change == 0.1
