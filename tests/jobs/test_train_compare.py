@@ -47,28 +47,20 @@ def test_segment_change_limit_keeps_the_champion_and_says_how_to_promote_by_hand
     card = registry.load_card(score_settings.models_dir, second["model_version"])
     assert card["comparison"] == comparison  # recorded in the sealed card
 
-    out = run_cli(score_settings, "models", "promote", second["model_version"])  # by hand, as the reason says
+    # the rule alone (no veto) promotes it and logs the headline from its card
+    assert registry.auto_promote(score_settings.models_dir, card)[0]
+    log = score_settings.models_dir / "default" / registry.PROMOTIONS_LOG
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["version"] == second["model_version"] and last["comparison"] == comparison
+
+    out = run_cli(score_settings, "models", "promote", first["model_version"])  # by hand (here a rollback)
     assert out.returncode == 0, out.stderr
-    assert "would change segment" in out.stdout and f"{comparison['changed_share']:.1%}" in out.stdout
-    assert registry.champion(score_settings.models_dir, "default") == second["model_version"]
-    log = (score_settings.models_dir / "default" / registry.PROMOTIONS_LOG).read_text().splitlines()
-    last = json.loads(log[-1])
-    assert last["version"] == second["model_version"]
-    assert last["comparison"]["changed"] == comparison["changed"]
-
-
-def test_without_the_setting_the_same_challenger_is_promoted_and_the_log_has_the_headline(score_settings):
-    seed_customers(score_settings, known=200, new=150)
-    frame = _frame(score_settings)
-    train_frame(frame, score_settings, budget=QUICK)
-    inverted = frame.copy()
-    inverted["high_spender"] = 1 - inverted["high_spender"]
-    second = train_frame(inverted, score_settings, budget=QUICK)
-    assert second["promoted"] and second["comparison"]["changed"] > 0
-    last = json.loads((score_settings.models_dir / "default" / registry.PROMOTIONS_LOG).read_text().splitlines()[-1])
-    assert (
-        last["version"] == second["model_version"] and last["comparison"]["changed"] == second["comparison"]["changed"]
-    )
+    assert f"compared with champion {second['model_version']}" in out.stdout and "would change segment" in out.stdout
+    assert registry.champion(score_settings.models_dir, "default") == first["model_version"]
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["version"] == first["model_version"]
+    assert last["comparison"]["against"] == second["model_version"]
+    assert last["comparison"]["changed"] == comparison["changed"]  # the same two models, the other way round
 
 
 @pytest.mark.parametrize("raw", ["1.5", "-0.1", "nan", "lots"])
