@@ -8,7 +8,8 @@ counts:
 * ``matrix``: customers by champion segment (rows) and challenger segment
   (columns), by the scoring job's rule (a customer with an observed spending
   score is tiered by it, others by the model's probability);
-* ``changed`` / ``changed_share``: customers whose segment differs;
+* ``changed`` / ``changed_share``: customers whose segment differs, and their
+  share of all ``customers`` (rejected ones included: neither model scores them);
 * ``label_flips``: customers predicted high spender by one model and not the other
   (each at its own threshold);
 * ``tiers``: for each model, on the labelled customers (observed score known,

@@ -198,6 +198,8 @@ def models_show(
 
 def _card_lines(card: dict, is_champion: bool) -> list[str]:
     """A card as the lines `models show` prints."""
+    from mallscore.compare import describe
+
     nested = card["metrics"]["nested_cv_roc_auc"]
     version = card["version"]
     return [
@@ -213,7 +215,7 @@ def _card_lines(card: dict, is_champion: bool) -> list[str]:
         "tiers        "
         + ", ".join(f"{t['name']} p>={t['min_p']:.3f} lift {t['lift'] or 0:.2f}" for t in card["tiers"]),
         f"onnx         sha256 {card['onnx']['sha256'][:16]}..., max |dp| {card['onnx']['max_abs_diff']:.2g}",
-    ]
+    ] + ([f"comparison   {describe(card['comparison'])}"] if card.get("comparison") else [])
 
 
 @models_app.command("promote")

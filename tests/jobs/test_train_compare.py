@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from mallscore import registry
+from mallscore.cli.train import _card_lines
 from mallscore.errors import UsageError
 from mallscore.settings import load_settings
 from mallscore.specs import get_spec
@@ -46,6 +47,7 @@ def test_segment_change_limit_keeps_the_champion_and_says_how_to_promote_by_hand
     assert len(lines) == 1 and "would change segment" in lines[0]
     card = registry.load_card(score_settings.models_dir, second["model_version"])
     assert card["comparison"] == comparison  # recorded in the sealed card
+    assert any(line.startswith("comparison") and "would change segment" in line for line in _card_lines(card, False))
 
     # the rule alone (no veto) promotes it and logs the headline from its card
     assert registry.auto_promote(score_settings.models_dir, card)[0]
