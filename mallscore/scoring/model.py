@@ -61,13 +61,19 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
     if engine not in ENGINES:
         raise UsageError(f"unknown scoring engine {engine!r}; use {' or '.join(ENGINES)}")
     card, data = _verified_model(settings, version)
-    contract = contract_from_card(card)
-    if engine == "sql":
-        from mallscore.sqlexport import compile_model_ctes
+    if engine == "onnx":
+        return session_model(card, data)
+    from mallscore.sqlexport import compile_model_ctes
 
-        columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-        sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
-        return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), None, engine="sql", sql=sql)
+    contract = contract_from_card(card)
+    columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
+    sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
+    return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), None, engine="sql", sql=sql)
+
+
+def session_model(card: dict, data: bytes) -> LoadedModel:
+    """An onnxruntime session on ``data`` checked against ``card``'s contract (the caller verified both)."""
+    contract = contract_from_card(card)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
