@@ -43,6 +43,8 @@ def load_pair(settings: Settings, version: str, against: str | None = None) -> t
     from mallscore import registry
     from mallscore.scoring.model import load_model
 
+    for name in (version, against):
+        _refuse_groups(settings, name)
     challenger = load_model(settings, version)
     if against is None:
         against = registry.champion(settings.models_dir, challenger.contract.spec)
@@ -51,6 +53,17 @@ def load_pair(settings: Settings, version: str, against: str | None = None) -> t
                 f"spec {challenger.contract.spec!r} has no champion to compare {version} with; pass --against VERSION"
             )
     return load_model(settings, against), challenger
+
+
+def _refuse_groups(settings: Settings, version: str | None) -> None:
+    """A behaviour-groups model has no segments to compare: say so (exit 2) instead of a contract error."""
+    from mallscore import registry
+
+    if version is not None and registry.load_card(settings.models_dir, version).get("kind") == "groups":
+        raise UsageError(
+            f"{version} is a behaviour-groups model: models compare compares high-spender classifiers "
+            "(see the groups card with: mallscore models show VERSION)"
+        )
 
 
 def compare(settings: Settings, champion: LoadedModel, challenger: LoadedModel, batch_rows: int = BATCH_ROWS) -> dict:
@@ -313,7 +326,10 @@ def promotion_comparison(settings: Settings, version: str) -> dict | None:
     from mallscore.scoring.model import load_model
 
     try:
-        current = registry.champion(settings.models_dir, registry.load_card(settings.models_dir, version)["spec"])
+        card = registry.load_card(settings.models_dir, version)
+        if card.get("kind") == "groups":
+            return None  # no segments to compare (the groups card shows its own silhouette)
+        current = registry.champion(settings.models_dir, card["spec"])
     except MallscoreError:
         return None  # promote itself says what is wrong with the model
     if current is None or current == version:

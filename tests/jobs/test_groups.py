@@ -63,6 +63,20 @@ def test_groups_train_reports_k_silhouette_groups_and_registers_a_verified_champ
     assert Path(result["report"]).read_text().count("data:image/png;base64,") == 3
 
 
+def test_models_compare_and_promote_treat_a_groups_model_as_one(setup):
+    trained = run_cli(setup, "groups", "train", "--k", "3", "--no-promote", "--json", timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    version = json.loads(trained.stdout)["version"]
+
+    compared = run_cli(setup, "models", "compare", version)
+    promoted = run_cli(setup, "models", "promote", version)
+
+    assert compared.returncode == 2 and "is a behaviour-groups model" in compared.stderr, compared.stderr
+    assert "Traceback" not in compared.stderr
+    # no classifier comparison is attempted (it would fail on the groups card's contract)
+    assert promoted.returncode == 0 and "comparison" not in promoted.stdout + promoted.stderr, promoted.stderr
+
+
 def test_the_nightly_run_groups_customers_with_a_score_and_no_one_else(setup):
     done = run_cli(setup, "score", "--json")
     assert done.returncode == 0, done.stderr
