@@ -48,10 +48,11 @@ def make_warehouse(path: Path, rows: int):
     synth_customers(con, rows, seed=11)
     con.execute(
         """
-        insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis,
-            model_version, run_id, scored_at, customer_updated_at)
-        select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
-               p, p >= 0.5, 'model', 'bench', 'R-bench-0000', timestamp '2026-11-01 01:00:00', updated_at
+        insert into segments by name
+        select customer_id, case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end as segment,
+               p as p_high_spender, p >= 0.5 as predicted_high_spender, 'model' as basis, 'bench' as model_version,
+               'R-bench-0000' as run_id, timestamp '2026-11-01 01:00:00' as scored_at,
+               updated_at as customer_updated_at
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0)) as p from features_customer)
         """
     )
@@ -98,11 +99,10 @@ def next_run(con, day: int, changed: int) -> None:
     )
     con.execute(
         """
-        insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis,
-            model_version, run_id, scored_at, customer_updated_at)
-        select customer_id + (select max(customer_id) from segments), segment, p_high_spender,
-               predicted_high_spender, basis, model_version, $run,
-               timestamp '2026-11-01 01:00:00' + to_days($day), customer_updated_at
+        insert into segments by name
+        select customer_id + (select max(customer_id) from segments) as customer_id, segment, p_high_spender,
+               predicted_high_spender, basis, model_version, $run as run_id,
+               timestamp '2026-11-01 01:00:00' + to_days($day) as scored_at, customer_updated_at
         from segments order by customer_id limit $n
         """,
         {**at, "n": new},

@@ -80,6 +80,18 @@ def parse_card(raw: bytes, where: object) -> dict:
     return card
 
 
+def check_contract(card: dict) -> None:
+    """Check the contract a card implies: a behaviour-groups card's, else a classifier's (ConfigError)."""
+    if card.get("kind") == "groups":
+        from mallscore.groups.contract import groups_contract_from_card
+
+        groups_contract_from_card(card)
+        return
+    from mallscore.contract import contract_from_card
+
+    contract_from_card(card)
+
+
 def verify_graph(card: dict, onnx_bytes: bytes) -> None:
     """The ONNX graph takes the card's inputs as float [N, 1] tensors and its probability output is float [N, 2].
 
@@ -87,6 +99,11 @@ def verify_graph(card: dict, onnx_bytes: bytes) -> None:
     ``promote``); scoring checks the same on its onnxruntime session. Imports the
     ``onnx`` package, so it is never called on the scoring path.
     """
+    if card.get("kind") == "groups":
+        from mallscore.groups.contract import check_graph
+
+        check_graph(card, onnx_bytes)
+        return
     import onnx
 
     where = f"model {card.get('spec')}/{card.get('version')}"

@@ -10,8 +10,7 @@ rows together in C++.
 
 Supported: int64/int32 -> bigint/integer, float64 -> double precision,
 bool -> boolean, timestamp without time zone -> timestamp, string -> text;
-NULLs only in text columns (a field of length -1, e.g. ``segments.top_reason``).
-:func:`encodable` says whether a batch qualifies; :func:`copy_in`
+NULLs in text columns only (length -1). :func:`encodable` says whether a batch qualifies; :func:`copy_in`
 streams batches into a table, in CSV when they do not qualify.
 """
 
@@ -71,18 +70,18 @@ def _fixed_values(array: pa.Array) -> tuple[np.ndarray, str]:
 
 
 def fixed_nulls(batch: pa.RecordBatch) -> bool:
-    """True when a fixed-width column of ``batch`` has a NULL (the encoder handles NULL text only)."""
-    return any(c.null_count for c, f in zip(batch.columns, batch.schema) if _is_fixed(f.type))
+    """True when a fixed-width column holds a NULL (text columns encode NULL as length -1)."""
+    return any(column.null_count for column, field in zip(batch.columns, batch.schema) if _is_fixed(field.type))
 
 
 def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
     """The rows of ``batch`` in binary COPY format (no header/trailer), columns in :func:`column_order`."""
+    if fixed_nulls(batch):
+        raise ValueError("binary COPY encoding does not handle NULLs in fixed-width columns")
     n = batch.num_rows
     names = column_order(batch.schema)
     fixed = [name for name in names if _is_fixed(batch.schema.field(name).type)]
     texts = [name for name in names if name not in fixed]
-    if fixed_nulls(batch):
-        raise ValueError("binary COPY encoding does not handle NULLs in fixed-width columns")
     fields = [("count", ">i2")]
     values = {}
     for name in fixed:
@@ -101,11 +100,11 @@ def encode_batch(batch: pa.RecordBatch) -> bytes | memoryview:
         )
     ]
     for name in texts:
-        column = batch.column(name).cast(pa.binary())
-        lengths = pc.binary_length(column)
-        if column.null_count:  # a NULL field is length -1 with no bytes
-            lengths, column = pc.fill_null(lengths, -1), pc.fill_null(column, b"")
-        lengths = lengths.to_numpy(zero_copy_only=False).astype(">i4")
+        raw = batch.column(name)
+        column = (pc.fill_null(raw, "") if raw.null_count else raw).cast(pa.binary())
+        lengths = pc.binary_length(column).to_numpy(zero_copy_only=False).astype(">i4")
+        if raw.null_count:  # a NULL field is the length -1 and no bytes
+            lengths[~raw.is_valid().to_numpy(zero_copy_only=False)] = -1
         parts.append(
             pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]).cast(
                 pa.binary()
@@ -193,6 +192,9 @@ def copy_out(cur, select, schema: pa.Schema) -> Iterator[CountingReader]:
         with cur.copy(sql.SQL("copy ({}) to stdout (format csv)").format(select)) as copy:
             for chunk in copy:
                 spool.write(chunk)
+        if not spool.tell():  # an empty table: no CSV at all, which pyarrow refuses to read
+            yield CountingReader(pa.RecordBatchReader.from_batches(schema, iter(())))
+            return
         spool.seek(0)
         reader = pacsv.open_csv(
             spool,

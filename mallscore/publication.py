@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from mallscore.errors import BadInputError, ConfigError, InputMissingError
-from mallscore.published_schema import Column, Source, add_missing_columns, quote, sa_table, warehouse_columns
+from mallscore.published_schema import Column, Source, quote, sa_table, warehouse_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -25,9 +25,6 @@ INSERT_CHUNK_ROWS = 10_000
 REWRITE_SHARE = 0.25
 # Columns the runs table has beyond scoring_runs': when the rows were published, and the run the target holds.
 RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"), ("is_current", "BOOLEAN"))
-# Nullable segments columns added by later versions: a target table published before gains them (ALTER
-# TABLE ADD COLUMN, once) and that publish is full, so the rows already there get their values too.
-LATE_SEGMENT_COLUMNS = ("top_reason",)
 
 BatchHook = Callable[[int], None]
 
@@ -85,10 +82,11 @@ class Publication:
             mode, reason = "full", "new table"
             count = self._create_and_load()
         else:
-            added = self._add_late_columns(inspector)
-            self._check_columns(sa.inspect(self.conn) if added else inspector)
+            before = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
+            self._check_columns(inspector)
+            added = [c.name for c in self.target.columns if c.name not in before]
             reason = "--full" if full else self._why_not_incremental(held)
-            if added and not reason:
+            if added and not reason:  # the rows already there need the new columns' values too
                 reason = f"the target table gained column(s) {', '.join(added)}"
             mode = "full" if reason else "incremental"
             if mode == "incremental":
@@ -152,16 +150,22 @@ class Publication:
         if not inspector.has_table(self.runs.name, schema=self.schema):
             self.runs.create(self.conn)
             return
-        add_missing_columns(self.conn, self.runs, inspector)
+        self.add_columns(inspector, self.runs)
 
-    def _add_late_columns(self, inspector) -> list[str]:
-        """Add the :data:`LATE_SEGMENT_COLUMNS` an older target lacks (nullable); return the names added."""
-        late = [c.name for c in self.target.columns if c.name in LATE_SEGMENT_COLUMNS and c.nullable]
-        return add_missing_columns(self.conn, self.target, inspector, late)
+    def add_columns(self, inspector, table, nullable_only: bool = False) -> list[str]:
+        """Add the columns of ``table`` an older target lacks (``nullable_only``: only those); return the rest."""
+        present = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
+        preparer, left = self.conn.dialect.identifier_preparer, []
+        for column in (c for c in table.columns if c.name not in present):
+            if nullable_only and not column.nullable:
+                left.append(column.name)
+                continue
+            kind, name = column.type.compile(dialect=self.conn.dialect), preparer.quote(column.name)
+            self.conn.exec_driver_sql(f"alter table {preparer.format_table(table)} add column {name} {kind}")
+        return left
 
-    def _check_columns(self, inspector) -> None:
-        present = {c["name"] for c in inspector.get_columns(self.name, schema=self.schema)}
-        missing = [c.name for c in self.target.columns if c.name not in present]
+    def _check_columns(self, inspector) -> None:  # an older target gets the nullable columns added since
+        missing = self.add_columns(inspector, self.target, nullable_only=True)
         if missing:
             raise ConfigError(
                 f"the target table {qualified(self.schema, self.name)} has no column(s) {', '.join(missing)}; "
@@ -280,11 +284,16 @@ class Publication:
         if count > self.source.rows and self.source.archive:
             # a run removes a customer by moving its row to segment_archive: history, but no current segment
             keys = ", ".join(quote(k) for k in self.source.keys)
+            # only the rows archived by the runs after the held one (the feed's "removed" side); rows archived
+            # before archived_by_run existed are caught by the key comparison below
             removed = (
-                f"select distinct {keys} from segment_archive as a where not exists "
-                f"(select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
+                f"select distinct {keys} from segment_archive as a where a.archived_by_run in "
+                "(select run_id from scoring_runs as r where r.started_at > $started "
+                "or (r.started_at = $started and r.run_id > $run)) "
+                f"and not exists (select 1 from segments as s where {self._key_match('s', 'a')}) order by {keys}"
             )
-            count -= self._delete_keys(_batches(self.con, removed, None, self.batch_rows), listed=True)
+            since = {"started": held[1], "run": held[0]}
+            count -= self._delete_keys(_batches(self.con, removed, since, self.batch_rows), listed=True)
         if count > self.source.rows:  # removed some other way: compare every key
             every_key = self._query(columns=self._key_columns())
             count -= self._delete_keys(_batches(self.con, every_key, None, self.batch_rows), listed=False)
@@ -300,8 +309,8 @@ class Publication:
             target, keys = self.target, self.source.keys
             match = sa.and_(*(target.c[k] == stage.c[k] for k in keys))
             values = {c.name: stage.c[c.name] for c in target.columns if c.name not in keys}
-            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
             names = [c.name for c in target.columns]
+            updated = self.conn.execute(target.update().where(match).values(values)).rowcount
             fresh = sa.select(*(stage.c[n] for n in names)).where(~sa.exists().where(match))
             self.conn.execute(target.insert().from_select(names, fresh))
             self.stats["updated"] += updated
@@ -414,8 +423,7 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     if not inspector.has_table(changes.name, schema=pub.schema):
         changes.create(pub.conn)
         sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
-    else:  # a feed table from an older mallscore gains the columns added since (null in its older rows)
-        add_missing_columns(pub.conn, changes, inspector)
+    pub.add_columns(sa.inspect(pub.conn), changes)  # a feed table from an older mallscore gets the columns since
     later = ""
     params: dict = {}
     if held is not None:

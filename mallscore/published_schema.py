@@ -181,21 +181,3 @@ def quote(name: str) -> str:
 
 
 # --- entry points ------------------------------------------------------------------------------
-
-
-def add_missing_columns(conn, table, inspector, only: list[str] | None = None) -> list[str]:
-    """``ALTER TABLE ... ADD COLUMN`` for the columns of ``table`` (SQLAlchemy) the target lacks; return their names.
-
-    ``only`` limits it to those names. The only DDL a publish runs on an existing table.
-    """
-    present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-    preparer = conn.dialect.identifier_preparer
-    added = []
-    for column in table.columns:
-        if column.name not in present and (only is None or column.name in only):
-            conn.exec_driver_sql(
-                f"alter table {preparer.format_table(table)} add column {preparer.quote(column.name)} "
-                f"{column.type.compile(dialect=conn.dialect)}"
-            )
-            added.append(column.name)
-    return added

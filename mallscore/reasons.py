@@ -234,25 +234,27 @@ def top_reason_sql(plan: ReasonPlan, p: str, observed: str, dialect: Dialect = D
 
 
 def run_view_sql(plan: ReasonPlan | None, columns: dict[str, str]) -> str:
-    """``run_reasoned``: ``run_scored`` (customer_id, updated_at, observed_score, the features, p) with top_reason.
+    """``run_reasoned``: every column of ``run_scored`` (customer_id, updated_at, observed_score, the features, p,
+    and whatever else the run passes, such as behaviour_group) plus ``top_reason``.
 
     ``columns`` maps each graph input to its column in ``run_scored``.
     """
     head = "create or replace temp view run_reasoned as\n"
     if plan is None:
-        return head + (
-            "select customer_id, updated_at, observed_score, p, cast(null as varchar) as top_reason from run_scored"
-        )
+        return head + "select *, cast(null as varchar) as top_reason from run_scored"
     from mallscore.sqlexport import _input_expr
 
     inputs = ", ".join(f"{_input_expr(columns[g])} as {name}" for name, g in plan.inputs)
     ctes, last = _chain(plan.steps, "reason_inputs", "reason_")
-    contributions = ", ".join(f"{expr} as {name}" for name, expr in contribution_columns(plan))
+    contributions = contribution_columns(plan)
+    helpers = [name for name, _ in plan.inputs] + [c for _, cols in plan.steps for c, _ in cols]
+    helpers += [name for name, _ in contributions]
     return head + (
         f"with reason_inputs as (select *, {inputs} from run_scored),\n"
         + "".join(c + ",\n" for c in ctes)
-        + f"reason_terms as (select *, {contributions} from {last}),\n"
-        "final as (\n    select customer_id, updated_at, observed_score, p, "
-        f"{top_reason_sql(plan, 'cast(p as double)', 'observed_score')} as top_reason\n    from reason_terms\n)\n"
+        + f"reason_terms as (select *, {', '.join(f'{e} as {n}' for n, e in contributions)} from {last}),\n"
+        f"final as (\n    select * exclude ({', '.join(helpers)}),\n"
+        f"        {top_reason_sql(plan, 'cast(p as double)', 'observed_score')} as top_reason\n"
+        "    from reason_terms\n)\n"
         "select * from final"
     )

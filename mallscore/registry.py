@@ -40,13 +40,7 @@ from mallscore import atomic
 from mallscore.cards import CARD_FORMAT, card_digest, parse_card, seal_card, verify_graph
 from mallscore.errors import BadInputError, ConfigError
 
-__all__ = [
-    "CARD_FORMAT",
-    "card_digest",
-    "parse_card",
-    "seal_card",
-    "verify_graph",
-]  # re-exported: cards are registry business
+__all__ = ["CARD_FORMAT", "card_digest", "parse_card", "seal_card", "verify_graph"]  # re-exported: cards
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
@@ -149,7 +143,7 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
     Every command that loads a model comes through here, so one card is judged
     the same way everywhere: ConfigError (exit 78) for anything wrong.
     """
-    from mallscore.contract import contract_from_card
+    from mallscore.cards import check_contract
 
     card_path = Path(card_path)
     raw = _read_file(card_path, "model card")
@@ -167,7 +161,7 @@ def verify_model(card_path: Path) -> tuple[dict, bytes]:
         raise ConfigError(
             f"model card {card_path} describes {card.get('spec')}/{card.get('version')}, not the folder it is in"
         )
-    contract_from_card(card)  # the scoring contract: features, threshold, tiers, ONNX inputs and output
+    check_contract(card)  # the scoring contract (a classifier's, or a groups card's): features, inputs, outputs
     onnx_info = card.get("onnx") or {}
     if not isinstance(onnx_info, dict) or onnx_info.get("file") != MODEL_FILE:
         raise ConfigError(f"model card {card_path} names an unexpected model file {onnx_info.get('file')!r}")
@@ -306,14 +300,12 @@ def promotion_decision(new_card: dict, champion_card: dict | None) -> tuple[bool
     return True, (f"nested-CV ROC-AUC {new[0]:.3f} vs champion {old[0]:.3f}: not worse beyond the noise ({noise:.3f})")
 
 
-def _log_promotion(root: Path, spec: str, version: str | None, previous: str | None, reason: str) -> None:
-    """Append one line to the spec's promotions log, durably."""
-    entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "version": version,
-        "previous": previous,
-        "reason": reason,
-    }
+def _log_promotion(
+    root: Path, spec: str, version: str | None, previous: str | None, reason: str, comparison: dict | None = None
+) -> None:
+    """Append one line to the spec's promotions log (with the comparison's headline, if any), durably."""
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "version": version, "previous": previous}
+    entry.update({"reason": reason, **({"comparison": comparison} if comparison else {})})
     with _open_private(_inside(root, spec, PROMOTIONS_LOG), os.O_WRONLY | os.O_APPEND) as log:
         log.write(json.dumps(entry, sort_keys=True) + "\n")
         log.flush()
@@ -361,21 +353,21 @@ def _write_pointer(root: Path, spec: str, version: str) -> None:
     atomic.write_text(_inside(root, spec, CHAMPION_FILE), version + "\n", mode=FILE_MODE)
 
 
-def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str) -> None:
+def _set_champion(root: Path, spec: str, version: str, previous: str | None, reason: str, comparison=None) -> None:
     """Log the promotion, then move the pointer: the pointer never names a version the log lacks."""
-    _log_promotion(root, spec, version, previous, reason)
+    _log_promotion(root, spec, version, previous, reason, comparison)
     _write_pointer(root, spec, version)
 
 
-def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
+def promote(models_dir: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual", comparison=None):
     """Make ``version`` the champion of its spec (after verifying it); rollback is promoting an older one."""
     root = _root(models_dir)
     path = find_model(root, version)
     with _spec_lock(root, path.parent.name):
-        return _promote(root, version, allow_flagged=allow_flagged, reason=reason)
+        return _promote(root, version, allow_flagged=allow_flagged, reason=reason, comparison=comparison)
 
 
-def _promote(root: Path, version: str, *, allow_flagged: bool = False, reason: str = "manual") -> dict:
+def _promote(root: Path, version: str, *, allow_flagged=False, reason: str = "manual", comparison=None) -> dict:
     path = find_model(root, version)
     card, onnx_bytes = verify_model(path / CARD_FILE)
     verify_graph(card, onnx_bytes)
@@ -390,7 +382,7 @@ def _promote(root: Path, version: str, *, allow_flagged: bool = False, reason: s
         previous = champion(root, spec)
     except ConfigError:
         previous = None
-    _set_champion(root, spec, version, previous, reason)
+    _set_champion(root, spec, version, previous, reason, comparison)
     return {"spec": spec, "version": version, "previous": previous}
 
 
@@ -408,14 +400,14 @@ def _spec_lock(root: Path, spec: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def auto_promote(models_dir: Path, card: dict) -> tuple[bool, str]:
-    """Apply the promotion rule to a freshly registered model; promote it when the rule says so."""
+def auto_promote(models_dir: Path, card: dict, veto: str | None = None) -> tuple[bool, str]:
+    """Apply the promotion rule to a freshly registered model; promote it when the rule says so and no ``veto``."""
     root = _root(models_dir)
     with _spec_lock(root, card["spec"]):
-        return _auto_promote(root, card)
+        return _auto_promote(root, card, veto)
 
 
-def _auto_promote(root: Path, card: dict) -> tuple[bool, str]:
+def _auto_promote(root: Path, card: dict, veto: str | None = None) -> tuple[bool, str]:
     spec = card["spec"]
     current = None
     try:
@@ -429,8 +421,10 @@ def _auto_promote(root: Path, card: dict) -> tuple[bool, str]:
             return True, reason
         return False, "not promotable (trained with leaking features)"
     ok, reason = promotion_decision(card, current)
+    if ok and veto:
+        return False, f"{reason}; not promoted: {veto}; to promote by hand: mallscore models promote {card['version']}"
     if ok:
-        _promote(root, card["version"], reason=reason)
+        _promote(root, card["version"], reason=reason, comparison=card.get("comparison"))
     return ok, reason
 
 

@@ -34,6 +34,7 @@ ENVIRONMENT = {
     "MALLSCORE_DEBUG": "debug",
     "MALLSCORE_ANALYST_PATH": "analyst_path",
     "MALLSCORE_ANALYST_GROUP": "analyst_group",
+    "MALLSCORE_MAX_SEGMENT_CHANGE": "max_segment_change",
     "MALLSCORE_DRIFT_WARN": "drift_warn",
     "MALLSCORE_DRIFT_ALERT": "drift_alert",
 }
@@ -59,6 +60,7 @@ class Settings:
     debug: bool = False  # unexpected errors print their traceback
     analyst_path: Path | None = None  # where the analyst snapshot is published; None: beside the warehouse
     analyst_group: str | None = None  # the group given read access (0640) to the snapshot and exported files
+    max_segment_change: float | None = None  # share of customers above which `train` does not promote (None: off)
     drift_warn: float = DEFAULT_DRIFT_WARN  # a feature's PSI from which a run's drift status is 'warn'
     drift_alert: float = DEFAULT_DRIFT_ALERT  # ... and 'alert' (score --fail-on-drift exits 3)
 
@@ -87,6 +89,22 @@ def _lock_timeout(raw: str) -> float:
     except ValueError:
         raise UsageError(f"MALLSCORE_LOCK_TIMEOUT must be a number of seconds, got {raw!r}") from None
     return check_lock_timeout(value, "MALLSCORE_LOCK_TIMEOUT")
+
+
+def _max_segment_change(raw: str) -> float | None:
+    """MALLSCORE_MAX_SEGMENT_CHANGE: a share from 0 to 1 ("off" or empty: no limit)."""
+    value = raw.strip().lower()
+    if value in ("", "off", "none"):
+        return None
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        raise UsageError(
+            f"MALLSCORE_MAX_SEGMENT_CHANGE must be a share of customers from 0 to 1 (0.05 = 5%) or 'off', got {raw!r}"
+        )
+    return share
 
 
 def _memory_limit(raw: str) -> str:
@@ -179,6 +197,7 @@ def load_settings(
         debug=debug_enabled(env) or None,
         analyst_path=Path(env["MALLSCORE_ANALYST_PATH"]) if _text(env, "MALLSCORE_ANALYST_PATH") else None,
         analyst_group=_text(env, "MALLSCORE_ANALYST_GROUP"),
+        max_segment_change=_max_segment_change(env.get("MALLSCORE_MAX_SEGMENT_CHANGE") or ""),
         drift_warn=_psi(env, "MALLSCORE_DRIFT_WARN"),
         drift_alert=_psi(env, "MALLSCORE_DRIFT_ALERT"),
     )

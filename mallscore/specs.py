@@ -109,6 +109,31 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """A clustering model: behaviour groups (k-means) on features of a SQL view, registered as its own spec."""
+
+    name: str
+    description: str
+    features: tuple[Feature, ...]
+    feature_table: str  # the SQL view defining the features (customers with a known score only)
+    score_table: str = "features_customer"  # what the nightly job reads: the same columns, every customer
+    k_range: tuple[int, int] = (2, 10)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature column names, in model input order."""
+        return [f.name for f in self.features]
+
+
+GROUPS = GroupSpec(
+    name="groups",
+    description="Behaviour groups: k-means on annual income x spending score of customers with a known score.",
+    features=(ANNUAL_INCOME, SPENDING_SCORE),
+    feature_table="features_behaviour",
+)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec called ``name``, or a UsageError listing the known ones."""
     try:

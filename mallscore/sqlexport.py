@@ -157,7 +157,11 @@ def _step_ctes(compiled: Compiled, first: str, prefix: str, dialect: Dialect) ->
 
 
 def compile_model_sql(
-    card: dict, onnx_bytes: bytes, dialect: str = "duckdb", observed_score: str | None = OBSERVED_SCORE_COLUMN
+    card: dict,
+    onnx_bytes: bytes,
+    dialect: str = "duckdb",
+    observed_score: str | None = OBSERVED_SCORE_COLUMN,
+    groups: Any = None,
 ) -> str:
     """One SQL SELECT over the card's feature table: customer_id, p_high_spender, predicted_high_spender, segment,
     basis and top_reason (:mod:`mallscore.reasons`; null without the card's reference).
@@ -169,7 +173,9 @@ def compile_model_sql(
     probability. ``observed_score=None`` is for a feature table without the
     column: every row then gets the model's tier (basis 'predicted'). Raises
     ModelNotExpressibleError (a ConfigError, exit 78) for graphs it cannot
-    express exactly, and UsageError for an unknown dialect.
+    express exactly, and UsageError for an unknown dialect. With ``groups`` (a
+    :class:`mallscore.groups.contract.GroupsContract`) it adds ``behaviour_group``, the nearest
+    centre's name by :mod:`mallscore.groups.contract` (NULL without an observed score).
     """
     if dialect not in DIALECTS:
         raise UsageError(f"unknown SQL dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
@@ -179,25 +185,36 @@ def compile_model_sql(
     values = engine.literals()
     score = engine.to_double(engine.quote(observed_score) if observed_score else "null")
     ctes = [f"features as (\n    select * from {engine.quote(contract.feature_table)}\n)"]
+    group_inputs, group_cols, group_final, source = [], "", "", "scored"
+    if groups is not None and observed_score:
+        from mallscore.groups.assign import export_group_sql
+
+        group_inputs, group_cols, distances, name = export_group_sql(groups, values, score, engine, _input_expr)
+        ctes_after = f"grouped as (\n    select *, {distances}\n    from scored\n)"
+        group_final, source = f",\n        {name} as behaviour_group", "grouped"
     ctes.append(
         "inputs as (\n    select\n        customer_id,\n        "
         + f"{score} as observed_score,\n        "
         + ",\n        ".join(f"{_input_expr(graph_input, engine)} as {name}" for name, graph_input in compiled.inputs)
+        + "".join(",\n        " + c for c in group_inputs)
         + f"\n    from features\n    where {passes_sql(contract, values)}\n)"
     )
     steps, previous = _step_ctes(compiled, "inputs", "", engine)
     ctes += steps
     reasons, top_reason = _reasons(card, onnx_bytes, contract, engine)
     ctes.append(
-        f"scored as (\n    select customer_id, observed_score, {compiled.p_expr} as p_high_spender{reasons}\n"
+        f"scored as (\n    select customer_id, observed_score{group_cols}, {compiled.p_expr} as p_high_spender"
+        f"{reasons}\n"
         f"    from {previous}\n)"
     )
+    if source == "grouped":
+        ctes.append(ctes_after)
     ctes.append(
         "final as (\n    select\n        customer_id,\n        p_high_spender,\n"
         f"        {predicted_sql(contract, values, 'p_high_spender')} as predicted_high_spender,\n"
         f"        {segment_sql(contract, values, 'p_high_spender', 'observed_score')} as segment,\n"
-        f"        {basis_sql('observed_score')} as basis,\n"
-        f"        {top_reason} as top_reason\n    from scored\n)"
+        f"        {basis_sql('observed_score')} as basis{group_final},\n"
+        f"        {top_reason} as top_reason\n    from {source}\n)"
     )
     header = (
         f"-- mallscore export-sql: model {contract.spec}/{contract.version} "
@@ -262,7 +279,9 @@ def export_sql(
 ) -> str:
     """The SQL of a registered model (the champion of ``spec`` unless ``version`` is given), verified first."""
     from mallscore import registry
+    from mallscore.groups.assign import load_groups
 
     path = registry.card_path(models_dir, version) if version else registry.champion_card_path(models_dir, spec)
     card, onnx_bytes = registry.verify_model(path)
-    return compile_model_sql(card, onnx_bytes, dialect, observed_score)
+    groups = load_groups(models_dir, session=False) if observed_score else None  # the groups champion, verified
+    return compile_model_sql(card, onnx_bytes, dialect, observed_score, groups.contract if groups else None)

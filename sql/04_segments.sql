@@ -14,4 +14,11 @@ create table if not exists segments (
     customer_updated_at timestamp not null
 );
 
+-- behaviour_group: the customer's behaviour group (the groups champion's name for the nearest centre
+-- of annual income x spending score), NULL when the score is not observed or there is no groups model;
+-- behaviour_model_version: the groups model of the run that wrote the row ('' or NULL: none).
+alter table segments add column if not exists behaviour_group varchar;
+
+alter table segments add column if not exists behaviour_model_version varchar;
+
 alter table segments add column if not exists top_reason varchar;

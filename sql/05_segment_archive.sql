@@ -18,5 +18,9 @@ create table if not exists segment_archive (
 
 alter table segment_archive add column if not exists archived_by_run varchar;
 
--- top_reason: as in segments (added after archived_by_run).
+alter table segment_archive add column if not exists behaviour_group varchar;
+
+alter table segment_archive add column if not exists behaviour_model_version varchar;
+
+-- top_reason: as in segments (added after the behaviour columns).
 alter table segment_archive add column if not exists top_reason varchar;

@@ -11,11 +11,13 @@ current_segments as (
 
 final as (
     select run_id, customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, scored_at,
-           customer_updated_at, top_reason
+           customer_updated_at, behaviour_group, behaviour_model_version,
+           top_reason
     from archived
     union all
     select run_id, customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, scored_at,
-           customer_updated_at, top_reason
+           customer_updated_at, behaviour_group, behaviour_model_version,
+           top_reason
     from current_segments
 )
 

@@ -34,13 +34,11 @@ def fill_segments(con, run_id: str, model_version: str = "m1") -> None:
     con.execute("delete from segments")
     con.execute(
         """
-        insert into segments (
-            customer_id, segment, p_high_spender, predicted_high_spender, basis, model_version, run_id, scored_at,
-            customer_updated_at
-        )
+        insert into segments by name
         select customer_id,
-               case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end,
-               p, p >= 0.5, 'model', $v, $run, timestamp '2026-11-27 01:00:00', updated_at
+               case when p >= 0.7 then 'gold' when p >= 0.4 then 'silver' else 'bronze' end as segment,
+               p as p_high_spender, p >= 0.5 as predicted_high_spender, 'model' as basis, $v as model_version,
+               $run as run_id, timestamp '2026-11-27 01:00:00' as scored_at, updated_at as customer_updated_at
         from (select customer_id, updated_at, 1 / (1 + exp((age - 38) / 7.0 + 0.1 / 3)) as p from features_customer)
         """,
         {"v": model_version, "run": run_id},

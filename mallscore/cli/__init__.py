@@ -5,6 +5,7 @@ importing this package wires them all up.
 """
 
 from mallscore.cli import data as _data  # noqa: F401  (ingest, synth, features, status, demo)
+from mallscore.cli import groups as _groups  # noqa: F401  (groups train)
 from mallscore.cli import monitor as _monitor  # noqa: F401  (drift)
 from mallscore.cli import ops as _ops  # noqa: F401  (backup, restore)
 from mallscore.cli import publish as _publish  # noqa: F401  (publish, export-sql)

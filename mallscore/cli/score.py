@@ -134,6 +134,7 @@ def _customer_line(c: dict) -> str:
     return (
         f"customer {c['customer_id']}: p_high_spender={c['p_high_spender']:.4f} ({label}), "
         f"segment={c['segment']}, basis={c['basis']}"
+        + (f", behaviour_group={c['behaviour_group']}" if c.get("behaviour_group") else "")
         + (f", top_reason={c['top_reason']}" if c.get("top_reason") else "")
     )
 

@@ -116,7 +116,14 @@ def train(
         frame = read_training_set(con, model_spec)
     with _progress(is_terminal() and not json_out) as progress:
         result = train_frame(
-            frame, settings, spec, allow_leakage=allow_leakage, promote=not no_promote, progress=progress, budget=chosen
+            frame,
+            settings,
+            spec,
+            allow_leakage=allow_leakage,
+            promote=not no_promote,
+            progress=progress,
+            budget=chosen,
+            announce=lambda line: typer.echo(line, err=True),
         )
     if json_out:
         emit_json(result)
@@ -177,7 +184,12 @@ def models_show(
         emit_json(card)
         return
     try:
-        lines = _card_lines(card, champion(settings.models_dir, card["spec"]) == version)
+        if card.get("kind") == "groups":
+            from mallscore.cli.groups import card_lines as groups_card_lines
+
+            lines = groups_card_lines(card, champion(settings.models_dir, card["spec"]) == version)
+        else:
+            lines = _card_lines(card, champion(settings.models_dir, card["spec"]) == version)
     except (KeyError, TypeError) as exc:
         from mallscore.errors import ConfigError
 
@@ -191,6 +203,8 @@ def models_show(
 
 def _card_lines(card: dict, is_champion: bool) -> list[str]:
     """A card as the lines `models show` prints."""
+    from mallscore.compare import describe
+
     nested = card["metrics"]["nested_cv_roc_auc"]
     version = card["version"]
     return [
@@ -206,7 +220,7 @@ def _card_lines(card: dict, is_champion: bool) -> list[str]:
         "tiers        "
         + ", ".join(f"{t['name']} p>={t['min_p']:.3f} lift {t['lift'] or 0:.2f}" for t in card["tiers"]),
         f"onnx         sha256 {card['onnx']['sha256'][:16]}..., max |dp| {card['onnx']['max_abs_diff']:.2g}",
-    ]
+    ] + ([f"comparison   {describe(card['comparison'])}"] if card.get("comparison") else [])
 
 
 @models_app.command("promote")
@@ -219,11 +233,74 @@ def models_promote(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print {spec, version, previous} as JSON."),
 ) -> None:
-    """Make VERSION the champion of its spec (verified first). Rollback = promote an older version."""
+    """Make VERSION the champion of its spec (verified first). Rollback = promote an older version.
+
+    First shows what it would change: the comparison with the current champion on the
+    warehouse's customers (skipped, with the reason, when it cannot run), recorded in promotions.log.
+    """
+    from mallscore.compare import describe, promotion_comparison
     from mallscore.registry import promote
 
-    result = promote(settings_from(ctx).models_dir, version, allow_flagged=allow_leakage)
+    settings = settings_from(ctx)
+    comparison = promotion_comparison(settings, version)
+    if comparison is not None:
+        typer.echo(describe(comparison), err=json_out)
+    result = promote(settings.models_dir, version, allow_flagged=allow_leakage, comparison=comparison)
+    result["comparison"] = comparison
     if json_out:
         emit_json(result)
     else:
         typer.echo(f"champion of {result['spec']}: {result['version']} (was {result['previous'] or 'none'})")
+
+
+def _render_compare(result: dict) -> None:
+    from mallscore.compare import headline, headline_text
+
+    typer.echo(headline_text(headline(result)))
+    names = list(result["matrix"])
+    width = max(len(n) for n in names) + 2
+    typer.echo("champion \\ challenger".ljust(width + 10) + "".join(n.rjust(width) for n in names))
+    for row in names:
+        typer.echo(row.ljust(width + 10) + "".join(str(result["matrix"][row][col]).rjust(width) for col in names))
+    typer.echo(
+        f"{result['rejected']} customer(s) rejected by the contract (not compared); "
+        f"{result['labelled']} labelled, base rate "
+        + ("-" if result["base_rate"] is None else f"{result['base_rate']:.3f}")
+    )
+    for model in ("champion", "challenger"):
+        typer.echo(f"{model} {result[model]} on labelled customers:")
+        for t in result["tiers"][model]:
+            if t["observed_rate"] is None:
+                typer.echo(f"  {t['name']:<13} n {t['n']:>9}")
+                continue
+            typer.echo(
+                f"  {t['name']:<13} n {t['n']:>9}  rate {t['observed_rate']:.3f} "
+                f"[{t['rate_ci_low']:.3f}, {t['rate_ci_high']:.3f}]  lift "
+                + ("-" if t["lift"] is None else f"{t['lift']:.2f} [{t['lift_ci_low']:.2f}, {t['lift_ci_high']:.2f}]")
+            )
+
+
+@models_app.command("compare")
+@cli_errors
+def models_compare(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The challenger's model version."),
+    against: str | None = typer.Option(
+        None, "--against", metavar="VERSION", help="Compare with this version (default: the champion of its spec)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as one JSON object."),
+) -> None:
+    """Score the warehouse's customers with both models: segment transitions, label flips, lift per tier.
+
+    Read-only (waits for the warehouse lock like `status`); no scikit-learn. Exit 2 when the
+    two models take different features, 78 when a model is missing or tampered, 66 without a warehouse.
+    """
+    from mallscore.compare import compare, load_pair
+
+    settings = settings_from(ctx)
+    champion, challenger = load_pair(settings, version, against)
+    result = compare(settings, champion, challenger)
+    if json_out:
+        emit_json(result)
+    else:
+        _render_compare(result)

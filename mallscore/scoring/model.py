@@ -36,6 +36,7 @@ class LoadedModel:
     session: Any
     engine: str = "onnx"
     sql: tuple[str, str] | None = None
+    groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
     reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
     reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons)
 
@@ -62,15 +63,22 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
     if engine not in ENGINES:
         raise UsageError(f"unknown scoring engine {engine!r}; use {' or '.join(ENGINES)}")
     card, data = _verified_model(settings, version)
+    if engine == "onnx":
+        return session_model(card, data)
+    from mallscore.sqlexport import compile_model_ctes
+
     contract = contract_from_card(card)
     reference, reasons_sql = _monitoring(card, data, contract)
-    if engine == "sql":
-        from mallscore.sqlexport import compile_model_ctes
+    columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
+    sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
+    sha = hashlib.sha256(data).hexdigest()
+    return LoadedModel(card, contract, sha, None, "sql", sql, reference=reference, reasons_sql=reasons_sql)
 
-        columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-        sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
-        sha = hashlib.sha256(data).hexdigest()
-        return LoadedModel(card, contract, sha, None, "sql", sql, reference, reasons_sql)
+
+def session_model(card: dict, data: bytes) -> LoadedModel:
+    """An onnxruntime session on ``data`` checked against ``card``'s contract (the caller verified both)."""
+    contract = contract_from_card(card)
+    reference, reasons_sql = _monitoring(card, data, contract)
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -71,8 +71,18 @@ def candidate_file(con: duckdb.DuckDBPyConnection, mode: str, model_version: str
     return "candidates_nightly" if scored or rejected else "candidates_all"
 
 
-def features_view_sql(contract: Contract, has_score: bool, variables: Variables) -> str:
-    """``run_features``: every customer of the card's feature table with its features and the contract's reason."""
+def features_view_sql(contract: Contract, has_score: bool, variables: Variables, groups: Any = None) -> str:
+    """``run_features``: every customer of the card's feature table with its features and the contract's reason.
+
+    With a groups model (:class:`mallscore.groups.assign.LoadedGroups`) it also holds the group inputs.
+    """
+    inner, outer = ([], [])
+    if groups is not None:
+        from mallscore.groups.assign import view_columns
+
+        inner, outer = view_columns(groups.contract, variables)
+    extra_inner = "".join(",\n        " + c for c in inner)
+    extra_outer = "".join(",\n        " + c for c in outer)
     cols = [feature_column(i) for i in range(len(contract.features))]
     score = quote(OBSERVED_SCORE_COLUMN) if has_score else "null"
     cast = ",\n        ".join(f"cast({quote(f.name)} as double) as {quote(c)}" for f, c in zip(contract.features, cols))
@@ -86,7 +96,7 @@ with features as (
         customer_id,
         updated_at,
         cast({score} as double) as observed_score,
-        {cast}
+        {cast}{extra_inner}
     from {quote(contract.feature_table)}
 ),
 
@@ -102,7 +112,7 @@ final as (
         observed_score,
         reason,
         case when reason is not null then to_json(struct_pack({raw})) end as raw_values,
-        {floats}
+        {floats}{extra_outer}
     from checked
 )
 
@@ -118,6 +128,7 @@ def prepare(
     columns: dict[str, str],
     ids: list[int] | None = None,
     candidates: str | None = None,
+    groups: Any = None,
 ) -> str:
     """Create ``run_features``, ``run_candidates`` and ``mallscore_segment`` on ``con``; return the candidates file.
 
@@ -129,12 +140,17 @@ def prepare(
 
     has_score = check_columns(contract, columns)
     variables = Variables()
-    view = features_view_sql(contract, has_score, variables)
+    if groups is not None:
+        from mallscore.groups.assign import check_group_columns
+
+        check_group_columns(groups.contract, columns)
+    view = features_view_sql(contract, has_score, variables, groups)
     macro = "create or replace temp macro mallscore_segment(p, observed_score) as " + segment_sql(
         contract, variables, "p", "observed_score"
     )
     variables.ref("model_version", model_version)
     variables.ref("ids", [int(i) for i in ids or []])
+    variables.ref("groups_version", groups.version if groups is not None else "")  # '' = no groups model
     set_variables(con, variables)
     con.execute(view)
     con.execute(macro)

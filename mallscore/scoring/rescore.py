@@ -14,6 +14,7 @@ import duckdb
 
 from mallscore.contract import describe_ids, feature_column
 from mallscore.errors import BadInputError, UsageError
+from mallscore.groups.assign import group_names, load_groups
 from mallscore.scoring.model import LoadedModel, load_model, predict
 from mallscore.scoring.relations import feature_columns, prepare
 from mallscore.settings import Settings
@@ -30,6 +31,7 @@ def rescore_customers(settings: Settings, customer_ids: Sequence[int], *, write:
     if not ids:
         raise UsageError("give at least one customer id")
     model = load_model(settings)
+    model.groups = load_groups(settings.models_dir)  # None without a groups champion: behaviour_group NULL
     run = None
     if write:
         from mallscore.scoring.run import score_customers
@@ -61,7 +63,7 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
 
     contract = model.contract
     columns = feature_columns(con, contract.feature_table)
-    prepare(con, contract, mode="adhoc", model_version=model.version, columns=columns, ids=ids)
+    prepare(con, contract, mode="adhoc", model_version=model.version, columns=columns, ids=ids, groups=model.groups)
     cursor = con.execute("select * from run_candidates order by customer_id")
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, r)) for r in cursor.fetchall()]
@@ -75,6 +77,7 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
             "predicted_high_spender": None,
             "segment": None,
             "basis": None,
+            "behaviour_group": None,
             "top_reason": None,
         }
         for r in rows
@@ -97,6 +100,7 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
             "p": [float(x) for x in p],
             "score": [r["observed_score"] for r in valid],
         }
+        groups = group_names(model.groups, valid)
         reasons = _top_reasons(con, model, valid, p)
         for cid, prob, predicted, segment, basis in con.execute(seg_query, seg_params).fetchall():
             result[cid].update(
@@ -105,6 +109,7 @@ def _score_ids(con: duckdb.DuckDBPyConnection, model: LoadedModel, ids: list[int
                 predicted_high_spender=predicted,
                 segment=segment,
                 basis=basis,
+                behaviour_group=groups.get(cid),
                 top_reason=reasons.get(cid),
             )
     return [result[i] for i in sorted(result)]

@@ -31,6 +31,7 @@ import duckdb
 
 from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
+from mallscore.groups.assign import groups_scored_sql, load_groups
 from mallscore.monitoring import BinCounts, count_features, run_drift, write_drift
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
@@ -42,6 +43,7 @@ from mallscore.settings import Settings
 _LATE_COLUMNS = (
     ("scoring_runs", "engine"),
     ("segment_archive", "archived_by_run"),
+    ("segments", "behaviour_model_version"),
     ("segments", "top_reason"),
     ("segment_archive", "top_reason"),
     ("segment_changes", "top_reason"),
@@ -276,6 +278,7 @@ def score_customers(
     t0 = time.perf_counter()
     _return_freed_memory()
     model = load_model(settings, model_version, engine)
+    model.groups = load_groups(settings.models_dir, session=model.engine == "onnx")  # None: no groups champion
     con = open_job_connection(settings)
     reader_con = None
     spill = Spill()
@@ -283,7 +286,9 @@ def score_customers(
         found = _ensure_schema(con)
         columns = found.get(model.contract.feature_table, {})
         ids = [int(i) for i in customer_ids or []]
-        candidates = prepare(con, model.contract, mode=mode, model_version=model.version, columns=columns, ids=ids)
+        candidates = prepare(
+            con, model.contract, mode=mode, model_version=model.version, columns=columns, ids=ids, groups=model.groups
+        )
         if model.engine == "onnx":  # the stream reads through a cursor, which needs the relations too
             reader_con = con.cursor()
             reader_con.execute("set enable_progress_bar = false")
@@ -295,6 +300,7 @@ def score_customers(
                 columns=columns,
                 ids=ids,
                 candidates=candidates,
+                groups=model.groups,
             )
         started = _utcnow()
         params = {
@@ -306,6 +312,7 @@ def score_customers(
             "model_sha256": model.sha256,
             "engine": model.engine,
             "threshold": model.contract.threshold,
+            "groups_version": model.groups.version if model.groups is not None else None,
             "drift_warn": settings.drift_warn,
             "drift_alert": settings.drift_alert,
         }
@@ -417,10 +424,9 @@ def _score_in_engine(
         "create or replace temp view run_rejected as "
         "select customer_id, raw_values, reason from run_candidates where reason is not null"
     )
-    features = "".join(f"{feature_column(i)}, " for i in range(len(model.contract.features)))
+    features = [feature_column(i) for i in range(len(model.contract.features))]
     con.execute(
-        f"create or replace temp view run_scored as with {model_ctes}\n"
-        f"select customer_id, updated_at, observed_score, {features}p_high_spender as p from {relation}"
+        f"create or replace temp view run_scored as {groups_scored_sql(model.groups, model_ctes, relation, features)}"
     )
     con.execute(model.reasons_sql)  # run_reasoned: the same top_reason view as the onnxruntime path
     started = time.perf_counter()

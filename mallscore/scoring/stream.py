@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from mallscore.contract import feature_column
+from mallscore.groups.assign import assign_batch, group_type
 from mallscore.scoring.model import LoadedModel, predict
 
 BATCH_ROWS = 1 << 18  # see run.JOB_SETTINGS: two threads may each hold a batch
@@ -97,6 +98,7 @@ def stream_and_insert(
             reader.schema.field("observed_score"),
             *(reader.schema.field(c) for c in inputs.values()),  # the features, for top_reason (run_reasoned)
             pa.field("p", pa.float32()),
+            pa.field("behaviour_group", group_type()),
         ]
     )
     state: dict[str, Any] = {"scored": 0, "seen": 0, "error": None}
@@ -121,6 +123,7 @@ def stream_and_insert(
                 if batch.num_rows:
                     feeds = {n: as_numpy(batch.column(c)).reshape(-1, 1) for n, c in inputs.items()}
                     p = predict(model, feeds)
+                    group = assign_batch(model.groups, batch)  # the groups champion's, in the same pass
                     started = lap("score", started)
                     if observe is not None:
                         observe(list(feeds.values()), p)
@@ -133,6 +136,7 @@ def stream_and_insert(
                             batch.column("observed_score"),
                             *(batch.column(c) for c in inputs.values()),
                             as_arrow(p),
+                            group,
                         ],
                         schema=out_schema,
                     )

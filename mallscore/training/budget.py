@@ -23,6 +23,7 @@ class Budget:
     bootstrap: int = 500  # resamples for the odds-ratio intervals
     parity_rows: int = 10_000  # synthetic rows across the feature ranges, plus the training rows
     n_jobs: int = 2
+    search_rows: int | None = 2_000  # the grid search's sample of its training rows (None: all; see search.py)
     seed: int = 42
 
     def as_dict(self) -> dict:

@@ -126,6 +126,21 @@ def repeated_cv(
     return {m: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "folds": v} for m, v in scores.items()}
 
 
+def _bootstrap_coefs(X: np.ndarray, y: np.ndarray, params: dict, seed: int, draws: list[np.ndarray]) -> np.ndarray:
+    """Coefficients of the standardised logistic regression on each resample (rows ``X[idx]`` per ``idx``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit(Xs, ys) -> np.ndarray:
+        model = Pipeline(
+            [("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=10_000, random_state=seed, **params))]
+        )
+        return model.fit(Xs, ys).named_steps["clf"].coef_[0]
+
+    return np.array([fit(X[idx], y[idx]) for idx in draws]).reshape(len(draws), X.shape[1])
+
+
 def bootstrap_odds_ratios(
     X: np.ndarray,
     y: np.ndarray,
@@ -134,33 +149,28 @@ def bootstrap_odds_ratios(
     budget: Budget,
     on_step: Callable[[int], None] | None = None,
 ) -> dict:
-    """Odds ratio per standard deviation of each feature, with bootstrap 95% percentile intervals."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Odds ratio per standard deviation of each feature, with bootstrap 95% percentile intervals.
+
+    The resamples are drawn here, in order, from one seeded generator, then fitted
+    in ``budget.n_jobs`` chunks side by side: the same resamples and the same
+    intervals whatever the number of workers.
+    """
+    from joblib import Parallel, delayed
 
     params = {k: v for k, v in clf_params.items() if k != "preprocessing"}
-
-    def fit(Xs, ys) -> np.ndarray:
-        model = Pipeline(
-            [
-                ("scale", StandardScaler()),
-                ("clf", LogisticRegression(max_iter=10_000, random_state=budget.seed, **params)),
-            ]
-        )
-        return model.fit(Xs, ys).named_steps["clf"].coef_[0]
-
-    point = np.exp(fit(X, y))
+    point = np.exp(_bootstrap_coefs(X, y, params, budget.seed, [np.arange(y.size)])[0])
     rng = np.random.default_rng(budget.seed + 4)
-    draws = []
-    for b in range(budget.bootstrap):
-        idx = rng.integers(0, y.size, y.size)
-        if np.unique(y[idx]).size < 2:
-            continue
-        draws.append(np.exp(fit(X[idx], y[idx])))
-        if on_step and (b + 1) % 50 == 0:
-            on_step(50)
-    draws_arr = np.array(draws)
+    resamples = [rng.integers(0, y.size, y.size) for _ in range(budget.bootstrap)]
+    resamples = [idx for idx in resamples if np.unique(y[idx]).size == 2]
+    chunk = 50
+    chunks = [resamples[i : i + chunk] for i in range(0, len(resamples), chunk)]
+    jobs = (delayed(_bootstrap_coefs)(X, y, params, budget.seed, part) for part in chunks)
+    coefs = []
+    for part, got in zip(chunks, Parallel(n_jobs=min(budget.n_jobs, max(len(chunks), 1)), return_as="generator")(jobs)):
+        coefs.append(got)
+        if on_step:
+            on_step(len(part))
+    draws_arr = np.exp(np.concatenate(coefs))
     low, high = np.percentile(draws_arr, [2.5, 97.5], axis=0)
     sd = X.std(axis=0)
     return {

@@ -221,13 +221,16 @@ def train_frame(
     promote: bool = True,
     progress: Progress | None = None,
     budget: Budget = FULL,
+    announce: Callable[[str], None] | None = None,
 ) -> dict:
     """Train, evaluate, export and register a model of ``spec_name`` on rows read by :func:`read_training_set`.
 
     Reading first lets the caller release the warehouse before the long work.
+    ``announce(line)`` receives the comparison with the champion before promotion.
     """
     from sklearn.model_selection import train_test_split
 
+    from mallscore import compare
     from mallscore.training import evaluation, export, report, tuning
     from mallscore.training.leakage import check_leakage, guard
 
@@ -360,6 +363,9 @@ def train_frame(
         "git_commit": git_commit(),
     }
 
+    card["comparison"] = compare.against_champion(settings, card, exported.onnx_bytes)  # None without a champion
+    if card["comparison"] is not None and announce is not None:
+        announce(compare.describe(card["comparison"]))
     progress("report", 0, 1)
     html = report.render_report(
         card,
@@ -391,7 +397,8 @@ def train_frame(
     elif leakage.flagged:
         promoted, reason = False, "never promoted automatically: trained with leaking features"
     else:
-        promoted, reason = registry.auto_promote(settings.models_dir, card)
+        veto = compare.promotion_veto(settings, card["comparison"])
+        promoted, reason = registry.auto_promote(settings.models_dir, card, veto)
     lap("register", t)
     timings["total"] = round(time.perf_counter() - started, 3)
 
@@ -400,6 +407,7 @@ def train_frame(
         "spec": spec.name,
         "features": features,
         "n_configs": n_configs,
+        "search_rows": tuned.search_rows,
         "best_params": tuned.best_params,
         "cv": _mean_std(cv),
         "nested_cv_roc_auc": {"mean": nested["mean"], "std": nested["std"]},
@@ -422,5 +430,6 @@ def train_frame(
         "card": str(path / registry.CARD_FILE),
         "budget": budget.name,
         "n_outer_folds": nested["outer_folds"],
+        "comparison": card["comparison"],
         "timings": timings,
     }

@@ -15,6 +15,8 @@ final as (
         previous_predicted_high_spender,
         predicted_high_spender,
         scored_at,
+        previous_behaviour_group,
+        behaviour_group,
         top_reason
     from changes
     where run_id = $run_id

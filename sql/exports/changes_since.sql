@@ -1,8 +1,8 @@
 -- mallscore changes --since: every change made by the runs after $since_run, collapsed to each
 -- customer's net change from its state at that run to its latest state: what a tool that last
 -- synced at $since_run must apply. previous_* is the assignment the first of those changes replaced,
--- the rest the latest. A customer who came and went (new, then removed), or whose segment and label
--- came back to where they were, has no net change and is left out.
+-- the rest the latest. A customer who came and went (new, then removed), or whose segment, label and
+-- behaviour group came back to where they were, has no net change and is left out.
 with changes as (
     select * from segment_changes
 ),
@@ -40,7 +40,8 @@ firsts as (
         change as first_change,
         previous_segment,
         previous_p_high_spender,
-        previous_predicted_high_spender
+        previous_predicted_high_spender,
+        previous_behaviour_group
     from ranked
     where from_first = 1
 ),
@@ -54,6 +55,7 @@ lasts as (
         p_high_spender,
         predicted_high_spender,
         scored_at,
+        behaviour_group,
         top_reason
     from ranked
     where from_last = 1
@@ -76,6 +78,8 @@ collapsed as (
         firsts.previous_predicted_high_spender,
         lasts.predicted_high_spender,
         lasts.scored_at,
+        firsts.previous_behaviour_group,
+        lasts.behaviour_group,
         lasts.top_reason
     from firsts
     join lasts using (customer_id)
@@ -93,11 +97,14 @@ final as (
         previous_predicted_high_spender,
         predicted_high_spender,
         scored_at,
+        previous_behaviour_group,
+        behaviour_group,
         top_reason
     from collapsed
     where change in ('new', 'removed')
         or segment is distinct from previous_segment
         or predicted_high_spender is distinct from previous_predicted_high_spender
+        or behaviour_group is distinct from previous_behaviour_group
 )
 
 select * from final

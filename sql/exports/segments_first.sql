@@ -14,6 +14,7 @@ final as (
         run_id,
         scored_at,
         customer_updated_at,
+        behaviour_group,
         top_reason
     from segments
     where $segment is null or segment = $segment

@@ -1,12 +1,13 @@
 -- The customers a nightly run scores: never scored, changed since last scored, or last scored by
--- another model; minus those this model already rejected with their current data.
+-- another model or another groups model (a new groups champion regroups everyone once); minus those
+-- this model already rejected with their current data.
 create or replace temp view run_candidates as
 with features as (
     select * from run_features
 ),
 
 current_segments as (
-    select customer_id, model_version, customer_updated_at from segments
+    select customer_id, model_version, customer_updated_at, behaviour_model_version from segments
 ),
 
 already_rejected as (
@@ -29,6 +30,7 @@ final as (
         current_segments.customer_id is null
         or features.updated_at is distinct from current_segments.customer_updated_at
         or current_segments.model_version <> getvariable('mallscore_model_version')
+        or coalesce(current_segments.behaviour_model_version, '') <> getvariable('mallscore_groups_version')
     )
     and (already_rejected.customer_id is null or already_rejected.rejected_at < features.updated_at)
 )

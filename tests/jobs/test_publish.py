@@ -79,10 +79,9 @@ def _next_run(settings, run_id, *, new=0, changed=0, removed=0):
         )
         con.execute(
             """
-            insert into segments (customer_id, segment, p_high_spender, predicted_high_spender, basis,
-                model_version, run_id, scored_at, customer_updated_at)
-            select customer_id + $top, segment, p_high_spender, predicted_high_spender, basis, 'm2', $run,
-                   $at::timestamp, customer_updated_at
+            insert into segments by name
+            select customer_id + $top as customer_id, segment, p_high_spender, predicted_high_spender, basis,
+                   'm2' as model_version, $run as run_id, $at::timestamp as scored_at, customer_updated_at
             from segments order by customer_id limit $n
             """,
             {**params, "n": new, "top": top},
@@ -273,6 +272,19 @@ def test_full_publish_equals_incremental(tmp_path, pg_server):
 
 
 @pytest.mark.postgres
+def test_full_publish_into_an_emptied_target_loads_every_row(tmp_path, pg_server):
+    settings = warehouse_with_segments(tmp_path, 300)
+    publish_segments(settings, pg_server.url(), "seg_emptied")
+    with _pg(pg_server) as c:  # someone empties the live table: COPY TO then sends no CSV at all
+        c.execute("delete from seg_emptied")
+
+    result = publish_segments(settings, pg_server.url(), "seg_emptied", full=True)
+
+    assert (result["mode"], result["inserted"], result["deleted"]) == ("full", 300, 0)
+    _assert_target_equals_segments(settings, pg_server, "seg_emptied")
+
+
+@pytest.mark.postgres
 def test_target_changed_behind_mallscores_back_is_rewritten(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 500)
     publish_segments(settings, pg_server.url(), "seg_drift")
@@ -342,7 +354,7 @@ def test_the_changes_table_grows_by_exactly_each_runs_feed(tmp_path, pg_server):
     assert sum(r[3] is None for r in published) == 310  # NULLs (new customers) survive the trip
     assert [t for (t,) in types] == ["bigint", "text", "text", "text", "text"] + ["double precision"] * 2 + [
         "boolean"
-    ] * 2 + ["timestamp without time zone", "text"]
+    ] * 2 + ["timestamp without time zone"] + ["text"] * 3  # previous_behaviour_group, behaviour_group, top_reason
 
 
 # --- readers: snapshots, held tables, pg_dump, failures ---------------------------------

@@ -34,6 +34,7 @@ SEGMENT_COLUMNS = [
     "run_id",
     "scored_at",
     "customer_updated_at",
+    "behaviour_group",
     "top_reason",
 ]
 CHANGE_COLUMNS = [
@@ -47,6 +48,8 @@ CHANGE_COLUMNS = [
     "previous_predicted_high_spender",
     "predicted_high_spender",
     "scored_at",
+    "previous_behaviour_group",
+    "behaviour_group",
     "top_reason",
 ]
 
