@@ -21,6 +21,7 @@ from mallscore.scoring import score_customers
 from mallscore.settings import Settings
 from mallscore.synth import synth_customers
 from mallscore.warehouse import build, connect
+from tests.jobs.test_groups import trained  # noqa: F401  (a module fixture: a groups champion)
 from tests.scoring_support import FEATURES, REPO, cli_env, query, run_cli, training_rows, write_model
 
 THRESHOLD = 0.45
@@ -304,3 +305,21 @@ def test_tables_published_before_top_reason_gain_it(referenced, pg_server):
     assert published == query(referenced, f"select {columns} from segments order by customer_id")
     assert len(published) == 750 and sum(r[5] is not None for r in published) == 650  # observed: null
     assert len(feed) == 50 and all(reason for _, reason in feed)
+
+
+def test_top_reason_and_behaviour_group_side_by_side_on_both_engines(trained, tmp_path):  # noqa: F811
+    import shutil
+
+    source, _ = trained  # a warehouse and a groups champion (tests/jobs/test_groups.py)
+    settings = _settings(tmp_path)
+    shutil.copytree(source.warehouse.parent, settings.warehouse.parent)
+    shutil.copytree(source.models_dir, settings.models_dir)
+    write_model(settings.models_dir, "v1", threshold=THRESHOLD, reference=True)
+    for engine in ("onnx", "sql"):
+        run = score_customers(settings, "all", engine=engine, publish=False)
+        assert run["rows_scored"] == 500 and {d["status"] for d in run["drift"]} <= {"ok", "too few rows"}
+        shapes = query(
+            settings,
+            "select basis, behaviour_group is not null, top_reason is not null, count(*) from segments group by all",
+        )
+        assert {(b, g, r) for b, g, r, _ in shapes} == {("observed", True, False), ("predicted", False, True)}
