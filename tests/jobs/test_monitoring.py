@@ -311,7 +311,7 @@ def test_top_reason_and_behaviour_group_side_by_side_on_both_engines(trained, tm
     import shutil
 
     source, _ = trained  # a warehouse and a groups champion (tests/jobs/test_groups.py)
-    settings = _settings(tmp_path)
+    settings = Settings(warehouse=tmp_path / "wh" / source.warehouse.name, models_dir=tmp_path / "models")
     shutil.copytree(source.warehouse.parent, settings.warehouse.parent)
     shutil.copytree(source.models_dir, settings.models_dir)
     write_model(settings.models_dir, "v1", threshold=THRESHOLD, reference=True)
