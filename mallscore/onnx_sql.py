@@ -128,8 +128,6 @@ class Compiler:
         self.program = _Program()
         self.linear: dict | None = None  # the LinearClassifier's inputs and coefficients (for the reasons)
 
-    # -- helpers ---------------------------------------------------------------------
-
     def _literal(self, value: float) -> str:
         return _literal(value, self.dialect)
 

@@ -11,7 +11,8 @@ import html
 
 import numpy as np
 
-from mallscore.training.report import _CSS, _figure, _table
+from mallscore.training.report import _CSS, _figure
+from mallscore.training.report_parts import table
 
 FIGURES = (
     ("fig-groups", "Annual income x spending score, coloured by group, with the centres"),
@@ -89,7 +90,7 @@ def render_report(card: dict, X: np.ndarray, labels: np.ndarray) -> str:
     """The HTML page for a groups card and its training rows."""
     figs = _draw(card, X, labels)
     e = html.escape
-    groups = _table(
+    groups = table(
         ["group", "customers", "share", "mean income (k$)", "mean score", "for campaigns"],
         [
             [
@@ -103,7 +104,7 @@ def render_report(card: dict, X: np.ndarray, labels: np.ndarray) -> str:
             for g in sorted(card["groups"], key=lambda g: -g["size"])
         ],
     )
-    sil = _table(
+    sil = table(
         ["k", "mean silhouette", "std", "runs"],
         [
             [str(k), f"{v['mean']:.3f}", f"{v['std']:.3f}", str(v["runs"])]

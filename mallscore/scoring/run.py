@@ -15,7 +15,6 @@ skl2onnx are never imported here.
 
 from __future__ import annotations
 
-import re
 import secrets
 import signal
 import threading
@@ -33,6 +32,7 @@ from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
 from mallscore.groups.assign import groups_scored_sql, load_groups
 from mallscore.monitoring import BinCounts, count_features, run_drift, write_drift
+from mallscore.scoring.memory import raise_memory_for_replacing, restore_memory, return_freed_memory
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
 from mallscore.scoring.runs import RUN_COLUMNS
@@ -170,67 +170,6 @@ def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     return con
 
 
-# Moving a run's replaced segments to the archive joins them with the candidates twice in one
-# transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
-# about every other time with "failed to pin block" (the buffer pool full of the uncommitted archive
-# rows), on main as well; with 256MB it never did, at 10M neither. The cap cannot come back down
-# while the transaction holds those rows, so a run that replaces segments keeps the raised cap until
-# it has committed; a run into an empty segments table (the first night) keeps the job's cap.
-REPLACE_MEMORY_LIMIT = "256MB"
-
-
-def _raise_memory_for_replacing(con: duckdb.DuckDBPyConnection) -> str | None:
-    """Raise the cap to REPLACE_MEMORY_LIMIT when segments has rows to replace; return the cap to restore."""
-    current = str(con.execute("select current_setting('memory_limit')").fetchall()[0][0])
-    if (
-        _bytes(REPLACE_MEMORY_LIMIT) <= _bytes(current)
-        or not con.execute("select exists (from segments)").fetchall()[0][0]
-    ):
-        return None
-    con.execute(f"set memory_limit = '{REPLACE_MEMORY_LIMIT}'")
-    return current
-
-
-def _restore_memory(con: duckdb.DuckDBPyConnection, previous: str | None) -> None:
-    """Put the job's cap back after the transaction (best effort: the connection closes soon anyway)."""
-    if previous is not None:
-        try:
-            con.execute(f"set memory_limit = '{previous}'")
-        except duckdb.Error:
-            pass
-
-
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def _bytes(size: str) -> float:
-    """A DuckDB size setting such as '64.0 MiB' or '256MB' in bytes (inf when unreadable)."""
-    match = _SIZE.match(size)
-    return float(match.group(1)) * _UNITS[match.group(2).lower()] if match else float("inf")
-
-
-def _return_freed_memory() -> None:
-    """Serve big allocations with mmap so freed batch buffers go back to the system (glibc only).
-
-    glibc raises its mmap threshold after large frees and then keeps freed batch
-    buffers in a fragmenting heap; with a fixed 1 MiB threshold a 10-million-row
-    run peaked about 40 MiB lower. Process-wide, and only the thresholds change.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return  # not glibc: nothing to tune
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 1 << 20)
-    mallopt(m_trim_threshold, 1 << 20)
-
-
 def _ensure_schema(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     """Build the warehouse's relations when one is missing or older than this code; return the catalog.
 
@@ -276,7 +215,7 @@ def score_customers(
         raise UsageError("an adhoc run needs customer ids")
     timer = _Timer()
     t0 = time.perf_counter()
-    _return_freed_memory()
+    return_freed_memory()
     model = load_model(settings, model_version, engine)
     model.groups = load_groups(settings.models_dir, session=model.engine == "onnx")  # None: no groups champion
     con = open_job_connection(settings)
@@ -322,13 +261,13 @@ def score_customers(
                 _start_run(con, params)
             except _Stop:
                 raise _interrupted(signals, "stopped before the run started; nothing written") from None
-            previous_cap = _raise_memory_for_replacing(con)
+            previous_cap = raise_memory_for_replacing(con)
             try:
                 _run_transaction(con, reader_con, model, params, spill, timer, progress, batch_rows)
             except BaseException as exc:
                 _fail(con, run_id, exc, signals)
             finally:
-                _restore_memory(con, previous_cap)
+                restore_memory(con, previous_cap)
             if reader_con is not None:
                 reader_con.close()
                 reader_con = None

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mallscore.specs import ModelSpec
+from mallscore.training.report_parts import fmt, pct, reference_section, table
 
 FIGURES = (
     ("fig-distributions", "Distributions of age, income and spending score"),
@@ -64,20 +65,6 @@ def _figure(fig_id: str, caption: str, fig) -> str:
         f'<figure id="{fig_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fig)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
-
-
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if isinstance(x, float):
-        if abs(x) >= 1e4 or (x != 0 and abs(x) < 1e-3):
-            return f"{x:.3g}"
-        return f"{x:.{digits}f}"
-    return html.escape(str(x))
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
 def _draw(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict) -> dict[str, str]:
@@ -251,9 +238,9 @@ def marketing_text(card: dict) -> list[str]:
     base = card["training_data"]["positives"] / card["training_data"]["rows"]
     if top["observed_rate"] is not None:
         out.append(
-            f"The {top['name']} tier ({_pct(top['share'])} of customers, out-of-fold) held high spenders "
-            f"{_pct(top['observed_rate'])} of the time (95% interval {_pct(top['rate_ci_low'])} to "
-            f"{_pct(top['rate_ci_high'])}) against a base rate of {_pct(base)}: a lift of {top['lift']:.2f}x over "
+            f"The {top['name']} tier ({pct(top['share'])} of customers, out-of-fold) held high spenders "
+            f"{pct(top['observed_rate'])} of the time (95% interval {pct(top['rate_ci_low'])} to "
+            f"{pct(top['rate_ci_high'])}) against a base rate of {pct(base)}: a lift of {top['lift']:.2f}x over "
             "picking customers at random."
         )
     lifts = ", ".join(f"{t['name'].replace('_', ' ')} {t['lift']:.2f}x" for t in card["tiers"] if t["lift"] is not None)
@@ -284,12 +271,6 @@ def _warning(card: dict) -> str:
     )
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict) -> str:
     """The whole report as an HTML string (self-contained)."""
     figs = _draw(card, frame, spec, curves)
@@ -313,12 +294,12 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     else:
         parts.append('<div class="ok">No feature separates the label on its own.</div>')
     parts.append(
-        _table(
+        table(
             ["feature", "single-feature ROC-AUC", "perfect split", "flagged"],
             [
                 [
                     html.escape(n),
-                    _fmt(v["auc"]),
+                    fmt(v["auc"]),
                     "yes" if v["perfect_split"] else "no",
                     "YES" if n in card["leakage"]["flagged"] else "no",
                 ]
@@ -339,13 +320,13 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     parts.append('<h2 id="holdout">Holdout (stratified 20%)</h2>')
     parts.append(warn)
     parts.append(
-        _table(
+        table(
             ["metric", "value"],
-            [[m, _fmt(test[m])] for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")],
+            [[m, fmt(test[m])] for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")],
         )
     )
     parts.append(
-        f"<p class='muted'>{metrics['holdout']['rows']} customers; threshold {_fmt(card['threshold'], 4)} "
+        f"<p class='muted'>{metrics['holdout']['rows']} customers; threshold {fmt(card['threshold'], 4)} "
         f"({html.escape(card['threshold_rule'])}).</p>"
     )
     parts.append(figs["fig-confusion"])
@@ -355,22 +336,22 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     parts.append('<h2 id="cv">Cross-validation with spread</h2>')
     parts.append(warn)
     parts.append(
-        _table(["metric", "mean", "std"], [[m, _fmt(v["mean"]), _fmt(v["std"])] for m, v in metrics["cv"].items()])
+        table(["metric", "mean", "std"], [[m, fmt(v["mean"]), fmt(v["std"])] for m, v in metrics["cv"].items()])
     )
     nested = metrics["nested_cv_roc_auc"]
     parts.append(
         f"<p>{html.escape(metrics['cv_scheme'])}. Nested CV ROC-AUC (tuning re-run inside each of "
-        f"{nested['outer_folds']} outer folds): <b>{_fmt(nested['mean'])} +- {_fmt(nested['std'])}</b>.</p>"
+        f"{nested['outer_folds']} outer folds): <b>{fmt(nested['mean'])} +- {fmt(nested['std'])}</b>.</p>"
     )
     parts.append(figs["fig-cv-spread"])
 
     parts.append('<h2 id="odds">Odds ratios</h2>')
     parts.append(warn)
     parts.append(
-        _table(
+        table(
             ["feature", "odds ratio", "95% low", "95% high", "per (1 sd)"],
             [
-                [html.escape(n), _fmt(o["odds_ratio"]), _fmt(o["ci_low"]), _fmt(o["ci_high"]), _fmt(o["sd"])]
+                [html.escape(n), fmt(o["odds_ratio"]), fmt(o["ci_low"]), fmt(o["ci_high"]), fmt(o["sd"])]
                 for n, o in card["odds_ratios"].items()
             ],
         )
@@ -385,17 +366,17 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     parts.append('<h2 id="tiers">Tiers and lift</h2>')
     parts.append(warn)
     parts.append(
-        _table(
+        table(
             ["tier", "min p", "min score", "observed rate", "95% interval", "lift", "share"],
             [
                 [
                     t["name"],
-                    _fmt(t["min_p"], 4),
-                    _fmt(t["min_score"], 0),
-                    _pct(t["observed_rate"]),
-                    f"{_pct(t['rate_ci_low'])} to {_pct(t['rate_ci_high'])}",
-                    _fmt(t["lift"], 2),
-                    _pct(t["share"]),
+                    fmt(t["min_p"], 4),
+                    fmt(t["min_score"], 0),
+                    pct(t["observed_rate"]),
+                    f"{pct(t['rate_ci_low'])} to {pct(t['rate_ci_high'])}",
+                    fmt(t["lift"], 2),
+                    pct(t["share"]),
                 ]
                 for t in card["tiers"]
             ],
@@ -409,7 +390,7 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     onnx = card["onnx"]
     parts.append('<h2 id="model">Model and export</h2>')
     parts.append(
-        _table(
+        table(
             ["item", "value"],
             [
                 ["configurations searched", str(card["n_configs"])],
@@ -417,7 +398,7 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
                 ["configurations within one SE", str(card["tuning"]["n_within_one_se"])],
                 ["best parameters", html.escape(", ".join(f"{k}={v}" for k, v in card["best_params"].items()))],
                 ["ONNX sha256", onnx["sha256"]],
-                ["parity: max |p difference|", _fmt(onnx["max_abs_diff"])],
+                ["parity: max |p difference|", fmt(onnx["max_abs_diff"])],
                 ["parity: label flips", str(onnx["label_flips"])],
                 ["parity: rows checked", str(onnx["rows_checked"])],
                 ["training data fingerprint", card["training_data"]["fingerprint"]],
@@ -429,29 +410,3 @@ def render_report(card: dict, frame: pd.DataFrame, spec: ModelSpec, curves: dict
     )
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
-
-
-def reference_section(card: dict) -> str:
-    """The training population's reference distributions, against which every run's drift is measured."""
-    reference = card.get("reference")
-    if not reference:
-        return ""
-    parts = [
-        '<h2 id="reference">Reference distributions (for drift monitoring)</h2>',
-        f"<p>The {reference['rows']} training customers, binned as each nightly run's scored customers are "
-        "binned for <code>scoring_drift</code> (<code>mallscore drift</code>): "
-        f"{html.escape(reference['bins'])}. The average customer (the training means) is the baseline of "
-        "<code>segments.top_reason</code>.</p>",
-    ]
-    for entry in [*reference["features"], reference["score"]]:
-        if "values" in entry:
-            words = entry.get("value_words") or [_fmt(v, 0) for v in entry["values"]]
-            rows = [[html.escape(str(w)), f"{100 * s:.1f}%"] for w, s in zip(words, entry["shares"])]
-        else:
-            edges = entry["edges"]
-            bounds = ["-inf", *[_fmt(e, 4) for e in edges], "+inf"]
-            rows = [[f"[{lo}, {hi})", f"{100 * s:.1f}%"] for lo, hi, s in zip(bounds, bounds[1:], entry["shares"])]
-        mean = f" (mean {_fmt(entry['mean'], 3)})" if "mean" in entry else ""
-        parts.append(f"<h3>{html.escape(entry['name'])}{mean}</h3>")
-        parts.append(_table(["bin", "share of training customers"], rows))
-    return "\n".join(parts)

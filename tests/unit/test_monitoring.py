@@ -63,7 +63,7 @@ def test_a_card_without_a_reference_has_none_and_a_malformed_one_is_refused():
 
 
 def test_the_report_shows_the_reference_distributions():
-    from mallscore.training.report import reference_section
+    from mallscore.training.report_parts import reference_section
 
     html = reference_section(_card())
     assert "Reference distributions" in html and html.count("<table>") == 3
