@@ -305,8 +305,8 @@ def test_segment_summary_is_read_from_the_snapshot(scored_setup: Settings) -> No
 
 def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(tmp_path: Path) -> None:
     """Moving every replaced segment to the archive joins them twice in one transaction; under the job's cap
-    alone that ran out of memory ("failed to pin block"), 3M customers at 64MB as 150k at 12MB here (8MB left the first run, which writes
-    top_reason and the groups too, at the edge)."""
+    alone that ran out of memory ("failed to pin block"), 3M customers at 64MB as 150k at 12MB here (8MB
+    left the first run, which writes top_reason and the groups too, at the edge)."""
     from mallscore.synth import synth_customers
     from mallscore.warehouse import build, connect
 
