@@ -1,4 +1,4 @@
-"""The end-to-end demo on synthetic data: synthesise, build features, train, score, summarise.
+"""The end-to-end demo on synthetic data: synthesise, build features, train, group, score, summarise.
 
 The demo writes synthetic customers and promotes a model, so it runs only on a
 warehouse without customers and a models folder without a champion: it can
@@ -59,30 +59,42 @@ def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget:
     with open_warehouse(settings) as con:
         known = synth_customers(con, rows, seed)
         fresh = synth_customers(con, new_rows, seed + 1, new=True)
-        yield f"[1/4] synthesised {known.rows} scored + {fresh.rows} new customers into {settings.warehouse}"
+        yield f"[1/5] synthesised {known.rows} scored + {fresh.rows} new customers into {settings.warehouse}"
         counts = relation_counts(con)
         labels = label_counts(con)
         yield (
-            f"[2/4] features built: {counts['features_customer']:,} customers, "
+            f"[2/5] features built: {counts['features_customer']:,} customers, "
             f"{labels['rows']:,} labelled ({labels['positives']:,} high spenders)"
         )
         frame = read_training_set(con, get_spec("default"))
     result = train_frame(frame, settings, "default", budget=get_budget(budget))
     nested = result["nested_cv_roc_auc"]
     yield (
-        f"[3/4] trained {result['model_version']}: nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f} "
+        f"[3/5] trained {result['model_version']}: nested-CV ROC-AUC {nested['mean']:.3f} +- {nested['std']:.3f} "
         f"over {result['n_configs']} configurations, ONNX parity max |dp| {result['onnx']['max_abs_diff']:.1g}, "
         f"{'promoted to champion' if result['promoted'] else 'not promoted: ' + result['promotion_reason']}; "
         f"report {result['report']}"
     )
 
+    from mallscore.groups.job import read_features, train_groups
+
+    with open_warehouse(settings, read_only=True) as con:
+        ids, X, population = read_features(con)
+    groups = train_groups(settings, X, ids, population)
+    yield (
+        f"[4/5] behaviour groups {groups['version']}: k = {groups['k']} ({groups['choice']['reason']}); "
+        f"{'; '.join(g['name'] for g in groups['groups'])}"
+    )
+
     from mallscore.scoring import score_customers, segment_summary
 
     run = score_customers(settings)
+    drift = ", ".join(f"{d['feature']} {d['status']}" for d in run["drift"])
     yield (
-        f"[4/4] scored with {run['model_version']}: {run['rows_read']:,} read, {run['rows_scored']:,} scored, "
+        f"[5/5] scored with {run['model_version']}: {run['rows_read']:,} read, {run['rows_scored']:,} scored, "
         f"{run['rows_rejected']:,} rejected in {run['seconds']['total']:.2f}s; analyst snapshot {run['snapshot']}"
     )
+    yield f"      drift against the training population (scoring_drift): {drift or 'none'}"
     yield ""
     yield "segment_summary (from the analyst snapshot):"
     yield f"  {'segment':<14} {'customers':>10} {'mean p':>8} {'share':>7}"
@@ -91,26 +103,35 @@ def run_demo(settings: Settings, *, rows: int, new_rows: int, seed: int, budget:
             f"  {row['segment']:<14} {row['customers']:>10,} {row['mean_p_high_spender']:>8.3f} {row['share']:>7.1%}"
         )
     yield ""
-    yield "a few segments (the most likely high spenders among new customers):"
-    for row in _top_predicted(settings, 5):
+    yield "a few segments (the most likely high spenders among new customers, with the reason):"
+    for row in _query(settings, _TOP_PREDICTED, [5]):
+        yield "  " + "  ".join(f"{key}={value}" for key, value in row.items())
+    yield ""
+    yield "group_summary (customers with a known score, by behaviour group and tier):"
+    for row in _query(settings, _GROUPS, []):
         yield "  " + "  ".join(f"{key}={value}" for key, value in row.items())
     yield ""
     yield f"analysts: open {settings.snapshot} read-only and query `segments` (README: Querying the segments)"
 
 
-def _top_predicted(settings: Settings, limit: int) -> list[dict]:
-    """The new customers with the highest probability, read from the analyst snapshot."""
+_TOP_PREDICTED = """
+    select customer_id, segment, round(p_high_spender, 3) as p_high_spender, basis, top_reason
+    from segments where basis = 'predicted' order by p_high_spender desc, customer_id limit ?
+"""
+_GROUPS = """
+    select behaviour_group, customers, round(mean_spending_score, 1) as mean_score, premium, loyalty, nurture,
+           low_priority
+    from group_summary order by customers desc
+"""
+
+
+def _query(settings: Settings, sql: str, params: list) -> list[dict]:
+    """Rows of ``sql`` read from the analyst snapshot (read-only, like an analyst)."""
     import duckdb
 
     con = duckdb.connect(str(settings.snapshot), read_only=True, config={"enable_external_access": "false"})
     try:
-        cursor = con.execute(
-            """
-            select customer_id, segment, round(p_high_spender, 3) as p_high_spender, predicted_high_spender, basis
-            from segments where basis = 'predicted' order by p_high_spender desc, customer_id limit ?
-            """,
-            [limit],
-        )
+        cursor = con.execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
     finally:

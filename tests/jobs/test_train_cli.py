@@ -255,10 +255,14 @@ def test_demo_trains_and_promotes(settings):
     from mallscore.demo import run_demo
 
     lines = list(run_demo(settings, rows=300, new_rows=20, seed=3, budget="quick"))
-    trained = next(line for line in lines if line.startswith("[3/4] trained default-"))
+    trained = next(line for line in lines if line.startswith("[3/5] trained default-"))
     assert "promoted to champion" in trained
     assert registry.champion(settings.models_dir) is not None
-    scored = next(line for line in lines if line.startswith("[4/4] scored"))
+    assert any(line.startswith("[4/5] behaviour groups groups-") for line in lines)
+    assert registry.champion(settings.models_dir, "groups") is not None
+    assert any("(scoring_drift): age " in line for line in lines)
+    assert any("top_reason=age: " in line or "top_reason=annual_income: " in line for line in lines)
+    scored = next(line for line in lines if line.startswith("[5/5] scored"))
     assert "320 read, 320 scored, 0 rejected" in scored
     # the summary printed from the snapshot covers every scored customer
     summary = [
