@@ -24,7 +24,6 @@ different spec is refused: exit 2). Nothing here imports scikit-learn or pandas.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from mallscore.errors import UsageError
 from mallscore.scoring.model import LoadedModel, predict
 from mallscore.scoring.stream import BATCH_ROWS, as_numpy
 from mallscore.settings import Settings
+from mallscore.stats import wilson
 
 HEADLINE_KEYS = ("champion", "challenger", "customers", "changed", "changed_share", "label_flips", "top_tier")
 
@@ -179,17 +179,6 @@ def _stream_counts(con: Any, champion: LoadedModel, challenger: LoadedModel, bat
         "tier_n": tier_n,
         "tier_hits": tier_hits,
     }
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
-    """Wilson score 95% interval of a proportion (as mallscore.training.evaluation.wilson, without its imports)."""
-    if n == 0:
-        return None, None
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _over(value: float | None, base: float | None) -> float | None:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mallscore.stats import wilson
 from mallscore.training.budget import Budget
 from mallscore.training.leakage import roc_auc
 
@@ -188,17 +189,6 @@ def bootstrap_odds_ratios(
 def _finite(x: float) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:
-    """Wilson score 95% interval of a proportion."""
-    if n == 0:
-        return None, None
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def make_tiers(y: np.ndarray, p: np.ndarray, high_spender_above: int) -> list[dict]:
