@@ -59,7 +59,7 @@ _NUMERIC_TYPES = {
     "DOUBLE",
     "BOOLEAN",
 }
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class Contract:
         return [f.name for f in self.features]
 
 
-def _number(value: Any, what: str, *, allow_none: bool = False) -> float | None:
+def card_number(value: Any, what: str, *, allow_none: bool = False) -> float | None:
+    """A number from a model card: finite and not a boolean (ConfigError otherwise)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -109,17 +110,11 @@ def _number(value: Any, what: str, *, allow_none: bool = False) -> float | None:
     return float(value)
 
 
-def contract_from_card(card: Mapping[str, Any]) -> Contract:
-    """Check a model card and return the contract scoring enforces (ConfigError if unusable)."""
-    where = f"model card {card.get('spec', '?')}/{card.get('version', '?')}"
-    try:
-        raw_features = card["features"]
-        onnx = card["onnx"]
-        tiers_raw = card["tiers"]
-        threshold = _number(card["threshold"], "threshold")
-        spec, version = str(card["spec"]), str(card["version"])
-    except KeyError as exc:
-        raise ConfigError(f"{where}: missing key {exc}; the card does not follow the model contract") from None
+def features_from_card(raw_features: Any, where: str) -> tuple[Feature, ...]:
+    """A card's ``features`` list, checked: plain unique names, supported types, finite bounds and values.
+
+    The one reading of a card's features, for the classifier's contract and the groups' alike.
+    """
     if not isinstance(raw_features, list) or not raw_features:
         raise ConfigError(f"{where}: 'features' must be a non-empty list")
     features = []
@@ -127,7 +122,7 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
         if not isinstance(item, Mapping) or "name" not in item:
             raise ConfigError(f"{where}: features[{i}] must be an object with a name")
         name = str(item["name"])
-        if not _IDENTIFIER.match(name):
+        if not PLAIN_NAME.match(name):
             raise ConfigError(f"{where}: feature name {name!r} is not a plain column name")
         ftype = item.get("type", "float32")
         if ftype not in SUPPORTED_TYPES:
@@ -138,15 +133,31 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
         if values is not None:
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}: feature {name!r} 'values' must be a non-empty list or null")
-            values = tuple(_number(v, f"feature {name!r} value") for v in values)
-        lo = _number(item.get("min"), f"feature {name!r} min", allow_none=True)
-        hi = _number(item.get("max"), f"feature {name!r} max", allow_none=True)
+            values = tuple(card_number(v, f"feature {name!r} value") for v in values)
+        lo = card_number(item.get("min"), f"feature {name!r} min", allow_none=True)
+        hi = card_number(item.get("max"), f"feature {name!r} max", allow_none=True)
         if lo is not None and hi is not None and lo > hi:
             raise ConfigError(f"{where}: feature {name!r} has min {lo} above max {hi}")
         features.append(Feature(name, ftype, lo, hi, values))
     names = [f.name for f in features]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a feature is listed twice ({names})")
+    return tuple(features)
+
+
+def contract_from_card(card: Mapping[str, Any]) -> Contract:
+    """Check a model card and return the contract scoring enforces (ConfigError if unusable)."""
+    where = f"model card {card.get('spec', '?')}/{card.get('version', '?')}"
+    try:
+        raw_features = card["features"]
+        onnx = card["onnx"]
+        tiers_raw = card["tiers"]
+        threshold = card_number(card["threshold"], "threshold")
+        spec, version = str(card["spec"]), str(card["version"])
+    except KeyError as exc:
+        raise ConfigError(f"{where}: missing key {exc}; the card does not follow the model contract") from None
+    features = features_from_card(raw_features, where)
+    names = [f.name for f in features]
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"{where}: threshold {threshold} is not a probability strictly between 0 and 1")
     if not isinstance(tiers_raw, list) or not tiers_raw:
@@ -157,8 +168,8 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
             tiers.append(
                 Tier(
                     str(item["name"]),
-                    _number(item["min_p"], f"tiers[{i}].min_p"),
-                    _number(item["min_score"], f"tiers[{i}].min_score"),
+                    card_number(item["min_p"], f"tiers[{i}].min_p"),
+                    card_number(item["min_score"], f"tiers[{i}].min_score"),
                 )
             )
         except (KeyError, TypeError):
@@ -189,9 +200,9 @@ def contract_from_card(card: Mapping[str, Any]) -> Contract:
             f"{where}: ONNX inputs {list(inputs)} do not match the features {names} one for one, in order"
         )
     feature_table = str(card.get("feature_table", "features_customer"))
-    if not _IDENTIFIER.match(feature_table):
+    if not PLAIN_NAME.match(feature_table):
         raise ConfigError(f"{where}: feature_table {feature_table!r} is not a plain relation name")
-    return Contract(spec, version, feature_table, tuple(features), inputs, probability_output, threshold, tuple(tiers))
+    return Contract(spec, version, feature_table, features, inputs, probability_output, threshold, tuple(tiers))
 
 
 def check_columns(contract: Contract, columns: Mapping[str, str]) -> bool:

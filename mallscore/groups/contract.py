@@ -11,18 +11,15 @@ Standard library only: the scoring path and ``export-sql`` import it.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mallscore.contract import Contract, Feature, Params, passes_sql
+from mallscore.contract import PLAIN_NAME, Contract, Feature, Params, card_number, features_from_card, passes_sql
 from mallscore.errors import ConfigError
 from mallscore.groups import KIND
 
 LABEL_OUTPUT = "label"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -55,12 +52,6 @@ def is_groups_card(card: Mapping[str, Any]) -> bool:
     return card.get("kind") == KIND
 
 
-def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"groups card: {what} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def groups_contract_from_card(card: Mapping[str, Any]) -> GroupsContract:
     """Check a groups card and return its contract (ConfigError if unusable)."""
     where = f"model card {card.get('spec', '?')}/{card.get('version', '?')}"
@@ -71,31 +62,15 @@ def groups_contract_from_card(card: Mapping[str, Any]) -> GroupsContract:
         label_output = str(card["onnx"]["label_output"])
     except (KeyError, TypeError):
         raise ConfigError(f"{where}: a groups card needs features, scaling, groups and onnx inputs/label") from None
-    if not isinstance(raw_features, list) or not raw_features:
-        raise ConfigError(f"{where}: 'features' must be a non-empty list")
-    features = []
-    for item in raw_features:
-        name = str(item.get("name")) if isinstance(item, Mapping) else ""
-        if not _IDENTIFIER.match(name):
-            raise ConfigError(f"{where}: feature name {name!r} is not a plain column name")
-        lo, hi = item.get("min"), item.get("max")
-        features.append(
-            Feature(
-                name,
-                "float32",
-                None if lo is None else _finite(lo, f"{name} min"),
-                None if hi is None else _finite(hi, f"{name} max"),
-                None,
-            )
-        )
+    features = features_from_card(raw_features, where)
     names = [f.name for f in features]
     if inputs != names:
         raise ConfigError(f"{where}: ONNX inputs {inputs} do not match the features {names} one for one")
     n = len(features)
     try:
-        mean = tuple(_finite(v, "scaling mean") for v in scaling["mean"])
-        scale = tuple(_finite(v, "scaling scale") for v in scaling["scale"])
-        centres = tuple(tuple(_finite(v, "centre") for v in g["centre_scaled"]) for g in groups)
+        mean = tuple(card_number(v, "scaling mean") for v in scaling["mean"])
+        scale = tuple(card_number(v, "scaling scale") for v in scaling["scale"])
+        centres = tuple(tuple(card_number(v, "centre") for v in g["centre_scaled"]) for g in groups)
         group_names = tuple(g["name"] for g in groups)
     except (KeyError, TypeError):
         raise ConfigError(f"{where}: scaling needs mean and scale, each group centre_scaled and name") from None
@@ -106,9 +81,9 @@ def groups_contract_from_card(card: Mapping[str, Any]) -> GroupsContract:
     if any(not isinstance(g, str) or not g.strip() for g in group_names) or len(set(group_names)) != len(group_names):
         raise ConfigError(f"{where}: group names must be unique, non-empty strings")
     score_table = str(card.get("score_table", "features_customer"))
-    if not _IDENTIFIER.match(score_table):
+    if not PLAIN_NAME.match(score_table):
         raise ConfigError(f"{where}: score_table {score_table!r} is not a plain relation name")
-    return GroupsContract(spec, version, score_table, tuple(features), mean, scale, centres, group_names, label_output)
+    return GroupsContract(spec, version, score_table, features, mean, scale, centres, group_names, label_output)
 
 
 def check_graph(card: Mapping[str, Any], onnx_bytes: bytes) -> None:

@@ -103,6 +103,9 @@ def _card(**change):
         ({"scaling": {"mean": [60.0, 50.0], "scale": [0.0, 25.0]}}, "positive scale"),
         ({"onnx": {"inputs": ["spending_score", "annual_income"], "label_output": "label"}}, "one for one"),
         ({"features": [{"name": "x; drop table segments"}, {"name": "spending_score"}]}, "plain column"),
+        # the classifier's feature rules (contract.features_from_card) hold for groups cards too
+        ({"features": [{"name": "annual_income", "min": 5.0, "max": 1.0}, {"name": "spending_score"}]}, "above max"),
+        ({"features": [{"name": "annual_income", "min": float("nan")}, {"name": "spending_score"}]}, "finite"),
     ],
 )
 def test_a_malformed_groups_card_is_refused(change, words):
