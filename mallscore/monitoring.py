@@ -267,19 +267,27 @@ class BinCounts:
 
         self.reference = reference
         self.counts = [np.zeros(len(b.shares), dtype=np.int64) for b in reference.all]
+        # The values are float32. For a float32 v and a double e, v >= e exactly when v >= the smallest
+        # float32 at or above e, and v == e exactly when e is a float32 and v equals it: so each batch is
+        # compared in float32, without widening it, and gives the SQL's counts (which compare in double).
+        self.edges = [[_float32_at_or_above(e) for e in b.edges or ()] for b in reference.all]
+        self.values = [
+            None if b.values is None else [np.float32(v) if float(np.float32(v)) == v else None for v in b.values]
+            for b in reference.all
+        ]
 
     def add(self, features: Sequence[Any], p: Any) -> None:
         """Count one batch: ``features`` one float32 array per card feature, ``p`` the probabilities."""
         import numpy as np
 
-        for counts, bins, values in zip(self.counts, self.reference.all, [*features, p]):
-            values = np.asarray(values, dtype=np.float64).reshape(-1)  # compared with the double edges, as in SQL
-            if bins.values is not None:
-                for i, v in enumerate(bins.values):
-                    counts[i] += int(np.count_nonzero(values == v))
+        for counts, edges, cats, values in zip(self.counts, self.edges, self.values, [*features, p]):
+            values = np.asarray(values, dtype=np.float32).reshape(-1)
+            if cats is not None:
+                for i, v in enumerate(cats):
+                    counts[i] += 0 if v is None else int(np.count_nonzero(values == v))
                 continue
             # rows in bin j or above = rows at or above edge j-1; each bin is the difference of two such counts
-            at_least = [values.size, *(int(np.count_nonzero(values >= e)) for e in bins.edges), 0]
+            at_least = [values.size, *(int(np.count_nonzero(values >= e)) for e in edges), 0]
             counts += np.diff(np.asarray(at_least[::-1]))[::-1]
 
     def rows(self) -> dict[str, list]:
@@ -291,6 +299,17 @@ class BinCounts:
                 out["bins"].append(b)
                 out["n"].append(int(n))
         return out
+
+
+def _float32_at_or_above(edge: float) -> Any:
+    """The smallest float32 that is >= ``edge`` (a double)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        f = np.float32(edge)  # beyond float32's range: +-inf, and -inf steps up to the lowest float32
+    if float(f) < edge:
+        f = np.nextafter(f, np.float32(np.inf))
+    return f
 
 
 def write_drift(
