@@ -19,11 +19,9 @@ Everything is SQL compiled from the graph by :mod:`mallscore.onnx_sql`: the
 terms are the compiler's own column expressions, and the average customer's
 terms are those same expressions evaluated once on a one-row relation in an
 in-memory DuckDB. The scoring job applies one view (:func:`run_view_sql`) to
-the scored rows (the sql engine, rescore), in the run's transaction, and
-``export-sql`` adds the same expression to its SELECT; the onnxruntime stream
-evaluates the same expressions in numpy (:mod:`mallscore.reasons_stream`,
-operation by operation in double, tested equal to this view), so the onnx and
-sql engines and the exported SQL give the same reason.
+the scored rows of either engine, in the run's transaction, and ``export-sql``
+adds the same expression to its SELECT, so the onnx and sql engines and the
+exported SQL give the same reason.
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ class LoadedModel:
     groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
     reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
     reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons)
-    reasons_stream: Any = None  # the same reasons in numpy for the stream (mallscore.reasons_stream), or None
 
     @property
     def version(self) -> str:
@@ -69,7 +68,7 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
     from mallscore.sqlexport import compile_model_ctes
 
     contract = contract_from_card(card)
-    reference, reasons_sql, _ = _monitoring(card, data, contract)
+    reference, reasons_sql = _monitoring(card, data, contract)
     columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
     sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
     sha = hashlib.sha256(data).hexdigest()
@@ -79,10 +78,8 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
 def session_model(card: dict, data: bytes) -> LoadedModel:
     """An onnxruntime session on ``data`` checked against ``card``'s contract (the caller verified both)."""
     contract = contract_from_card(card)
-    reference, reasons_sql, plan = _monitoring(card, data, contract)
+    reference, reasons_sql = _monitoring(card, data, contract)
     import onnxruntime as ort
-
-    from mallscore.reasons_stream import stream_reasons
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -97,25 +94,19 @@ def session_model(card: dict, data: bytes) -> LoadedModel:
         ) from None
     _check_session(contract, session)
     return LoadedModel(
-        card,
-        contract,
-        hashlib.sha256(data).hexdigest(),
-        session,
-        reference=reference,
-        reasons_sql=reasons_sql,
-        reasons_stream=stream_reasons(plan),
+        card, contract, hashlib.sha256(data).hexdigest(), session, reference=reference, reasons_sql=reasons_sql
     )
 
 
-def _monitoring(card: dict, data: bytes, contract: Contract) -> tuple[Any, str, Any]:
-    """The card's reference (None on older cards), the run_reasoned view compiled from the graph, and its plan."""
+def _monitoring(card: dict, data: bytes, contract: Contract) -> tuple[Any, str]:
+    """The card's reference (None on older cards) and the run_reasoned view compiled from the graph."""
     from mallscore.monitoring import reference_from_card
     from mallscore.reasons import plan_reasons, run_view_sql
 
     reference = reference_from_card(card, contract)
     plan = plan_reasons(card, data, reference) if reference is not None else None
     columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-    return reference, run_view_sql(plan, columns), plan
+    return reference, run_view_sql(plan, columns)
 
 
 def _check_session(contract: Contract, session: Any) -> None:

@@ -1,13 +1,10 @@
 """Scoring with onnxruntime in one streaming pass: candidates out as Arrow batches, probabilities straight back.
 
 The valid candidates of each batch are scored on float32 and handed back to
-DuckDB as the Arrow stream ``run_scored``, which ``sql/scoring/insert_segments.sql``
-reads in one INSERT through the view ``run_reasoned``: no copy of the data in
-Python, memory bounded by the batch size. The batches carry ``top_reason``,
-computed beside the probability by :mod:`mallscore.reasons_stream` (the reason
-plan's SQL evaluated exactly in numpy); when that evaluator cannot reproduce a
-plan, they carry the features instead and the view computes the reason in SQL
-(:mod:`mallscore.reasons`). Rejected rows are spilled to a temporary Arrow file and inserted
+DuckDB as the Arrow stream ``run_scored`` (with their features), which
+``sql/scoring/insert_segments.sql`` reads in one INSERT through the view
+``run_reasoned`` (the top reason, :mod:`mallscore.reasons`): no copy of the data in Python, memory bounded by the
+batch size. Rejected rows are spilled to a temporary Arrow file and inserted
 afterwards as ``run_rejected``.
 """
 
@@ -23,11 +20,9 @@ import duckdb
 
 from mallscore.contract import feature_column
 from mallscore.groups.assign import assign_batch, group_type
-from mallscore.reasons_stream import reason_type
 from mallscore.scoring.model import LoadedModel, predict
 
 BATCH_ROWS = 1 << 18  # see run.JOB_SETTINGS: two threads may each hold a batch
-REASONED_IN_STREAM = "create or replace temp view run_reasoned as select * from run_scored"
 Progress = Callable[[int, int], None]
 Lap = Callable[[str, float], float]
 
@@ -96,17 +91,14 @@ def stream_and_insert(
         progress(0, total)
     reader = reader_con.sql("select * from run_candidates").to_arrow_reader(batch_rows)
     inputs = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-    reasons = model.reasons_stream  # top_reason computed here; else by the view run_reasoned, from the features
-    passed = [] if reasons is not None else list(inputs.values())
     out_schema = pa.schema(
         [
             reader.schema.field("customer_id"),
             reader.schema.field("updated_at"),
             reader.schema.field("observed_score"),
-            *(reader.schema.field(c) for c in passed),
+            *(reader.schema.field(c) for c in inputs.values()),  # the features, for top_reason (run_reasoned)
             pa.field("p", pa.float32()),
             pa.field("behaviour_group", group_type()),
-            *([pa.field("top_reason", reason_type())] if reasons is not None else []),
         ]
     )
     state: dict[str, Any] = {"scored": 0, "seen": 0, "error": None}
@@ -133,22 +125,18 @@ def stream_and_insert(
                     p = predict(model, feeds)
                     group = assign_batch(model.groups, batch)  # the groups champion's, in the same pass
                     started = lap("score", started)
-                    extra = []
                     if observe is not None:
                         observe(list(feeds.values()), p)
-                    if reasons is not None:
-                        extra.append(reasons.column(list(feeds.values()), p, batch.column("observed_score")))
-                    started = lap("monitor", started)
+                        started = lap("monitor", started)
                     state["scored"] += batch.num_rows
                     yield pa.RecordBatch.from_arrays(
                         [
                             batch.column("customer_id"),
                             batch.column("updated_at"),
                             batch.column("observed_score"),
-                            *(batch.column(c) for c in passed),
+                            *(batch.column(c) for c in inputs.values()),
                             as_arrow(p),
                             group,
-                            *extra,
                         ],
                         schema=out_schema,
                     )
@@ -160,8 +148,7 @@ def stream_and_insert(
 
     con.register("run_scored", pa.RecordBatchReader.from_batches(out_schema, scored_batches()))
     try:
-        # run_reasoned: run_scored with top_reason (mallscore.reasons, or already in the batches)
-        con.execute(REASONED_IN_STREAM if reasons is not None else model.reasons_sql)
+        con.execute(model.reasons_sql)  # run_reasoned: run_scored with top_reason (mallscore.reasons)
         run_statement(con, "insert_segments", params)
     except duckdb.Error:
         if state["error"] is not None:

@@ -69,3 +69,25 @@ def test_the_report_shows_the_reference_distributions():
     assert "Reference distributions" in html and html.count("<table>") == 3
     assert "<td>female</td>" in html and "[-inf," in html and "+inf)" in html
     assert reference_section({"reference": None}) == ""
+
+
+def test_streamed_bin_counts_compare_float32_values_with_double_edges_exactly():
+    """Counting in float32 (edges rounded up to the next float32) gives the double comparison's counts, on edges
+    that no float32 equals and on values one float32 step either side of every edge."""
+    from mallscore.monitoring import BinCounts, Bins, Reference
+
+    edges = (1e-45, 0.1, 23.000000001, 38.5, 3.5e38)
+    values = (0.0, 1.0, 0.30000000000000004)  # the last one: a category no float32 equals
+    with np.errstate(over="ignore"):
+        near = [np.float32(e) for e in edges]
+    near += [np.nextafter(v, np.float32(np.inf)) for v in near] + [np.nextafter(v, np.float32(-np.inf)) for v in near]
+    x = np.array([*near, -3.4e38, 0.0, 1.0, np.float32(0.3)], dtype=np.float32)
+    numeric = Bins("x", tuple([1 / 6] * 6), edges=edges)
+    category = Bins("c", (0.4, 0.3, 0.3), values=values)
+    counts = BinCounts(Reference((numeric, category), numeric))
+    counts.add([x, x], x)
+    wide = x.astype(np.float64)
+    expected = np.bincount([sum(v >= e for e in edges) for v in wide], minlength=6)
+    assert counts.counts[0].tolist() == counts.counts[2].tolist() == expected.tolist()
+    assert counts.counts[1].tolist() == [int((wide == v).sum()) for v in values]
+    assert counts.counts[1][0] > 0 and counts.counts[1][2] == 0  # float32(0.3) is not the double 0.3...
