@@ -197,7 +197,7 @@ def double_literal(value: float) -> str:
 
 
 def ctas_logit_sql(card: dict, pipe) -> tuple[str, dict]:
-    """The in-engine baseline: the same probability, tiers and columns in one CREATE TABLE AS.
+    """The in-engine baseline: the same probability, tiers and columns (all of segments') in one CREATE TABLE AS.
 
     Every coefficient is written as a double literal: DuckDB reads ``-0.9209972588293478`` as
     DECIMAL(16,16), and DECIMAL arithmetic made the baseline about 1.8x slower than it should be.
@@ -223,7 +223,11 @@ scored as (
 
 select customer_id, {segment_sql(contract)} as segment, p as p_high_spender, p >= $threshold as predicted_high_spender,
        {basis_sql()} as basis, $model_version as model_version, $run_id as run_id, $scored_at as scored_at,
-       updated_at as customer_updated_at
+       updated_at as customer_updated_at,
+       -- the columns segments gained since (issues 13 and 17), as a run of this model without a reference
+       -- and without a groups model writes them: the same table, column for column
+       cast(null as varchar) as behaviour_group, cast(null as varchar) as behaviour_model_version,
+       cast(null as varchar) as top_reason
 from scored
 """
     params = {

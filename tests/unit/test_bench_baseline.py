@@ -75,6 +75,8 @@ def test_baseline_sql_has_only_double_literals_and_matches_the_model(con):
         "and column_name = 'p_high_spender'"
     ).fetchone()
     assert ptype == "DOUBLE"
+    columns = "select column_name, data_type from duckdb_columns() where table_name = ? order by column_index"
+    assert con.execute(columns, ["bench_ctas_segments"]).fetchall() == con.execute(columns, ["segments"]).fetchall()
     rows = con.execute(
         "select f.age, f.annual_income, f.gender_female, b.p_high_spender "
         "from bench_ctas_segments b join features_customer f using (customer_id) order by customer_id"
