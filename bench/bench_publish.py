@@ -13,7 +13,9 @@ through SQLAlchemy and psycopg, one transaction). mallscore's sides:
   through a staging table and one UPDATE / INSERT / key-compared DELETE.
 
 Before each repeat the warehouse gets a new run touching CHANGED customers;
-the incremental and the full target both hold the previous run.
+the incremental and the full target both hold the previous run. Before each
+timed side the server is settled (untimed CHECKPOINT, no autovacuum worker
+running), so no side pays for the previous side's background work.
 
     python bench/bench_publish.py                      # 1,000,000 rows, 10,000 changed, 3 repeats
     python bench/bench_publish.py --rows 100000 --changed 1000 --repeats 1
@@ -117,6 +119,7 @@ def run_to_sql(con, url: str) -> float:
 
     from mallscore.database import parse_url
 
+    settle(url)
     started = time.perf_counter()
     frame = con.sql("select * from segments order by customer_id").df()
     engine = sqlalchemy.create_engine(parse_url(url), poolclass=NullPool)
@@ -138,8 +141,31 @@ def drop(url: str, *tables: str) -> None:
             c.execute(f'drop table if exists "{table}"')
 
 
+def settle(url: str, timeout: float = 60.0) -> None:
+    """Untimed, before each side: a CHECKPOINT (where the role may), then wait until no autovacuum worker runs, so no side pays
+    for the background work the previous one caused (to_sql and the first publish each insert 1M rows,
+    which sets autovacuum off on a 2-core machine while the next side is timed)."""
+    import psycopg
+
+    from mallscore.database import parse_url
+
+    dsn = parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        try:
+            c.execute("checkpoint")
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a role without pg_checkpoint: the wait below still applies
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = c.execute("select count(*) from pg_stat_activity where backend_type = 'autovacuum worker'")
+            if busy.fetchone()[0] == 0:
+                return
+            time.sleep(0.2)
+
+
 def timed_publish(con, url: str, table: str, *, full: bool, expect: str) -> float:
-    """One mallscore publish; checks the mode it ran in."""
+    """One mallscore publish (after :func:`settle`); checks the mode it ran in."""
+    settle(url)
     started = time.perf_counter()
     result = publish_from(con, url, table, full=full)
     seconds = time.perf_counter() - started

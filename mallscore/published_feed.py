@@ -32,11 +32,11 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     pub, con = publication, publication.con
     columns = [Column(c.name, c.duck_type, c.nullable, False) for c in warehouse_columns(con, "segment_changes")]
     changes = sa_table(pub.metadata, pub.schema, pub.name + "_changes", columns, key=False)
-    inspector = sa.inspect(pub.conn)
-    if not inspector.has_table(changes.name, schema=pub.schema):
+    if not pub.catalog.has_table(changes.name):
         changes.create(pub.conn)
         sa.Index(f"{pub.name}_changes_run_id", changes.c.run_id).create(pub.conn)
-    pub.add_columns(sa.inspect(pub.conn), changes)  # a feed table from an older mallscore gets the columns since
+    else:
+        pub.add_columns(pub.catalog, changes)  # a feed table from an older mallscore gets the columns since
     later = ""
     params: dict = {}
     if held is not None:

@@ -181,3 +181,49 @@ def quote(name: str) -> str:
 
 
 # --- entry points ------------------------------------------------------------------------------
+
+
+class TargetCatalog:
+    """Which of the publication's tables exist in the target, and their columns: ``has_table`` and ``get_columns``
+    as SQLAlchemy's inspector answers them, from one catalog query on PostgreSQL (the inspector's reflection
+    took about 20 ms of an incremental publish there); other dialects ask the inspector.
+
+    Like the inspector's cache, the answers describe the target when the catalog was read: read it again
+    (:meth:`refresh`) after creating a table or adding a column, when the new state matters.
+    """
+
+    def __init__(self, conn, schema: str | None, names: list[str]) -> None:
+        self.conn, self.schema, self.names = conn, schema, names
+        self.refresh()
+
+    def refresh(self) -> None:
+        import sqlalchemy as sa
+
+        self._columns: dict[str, list[str]] | None = None
+        if self.conn.dialect.name != "postgresql":
+            self._inspector = sa.inspect(self.conn)
+            return
+        where = "n.nspname = :schema" if self.schema else "pg_catalog.pg_table_is_visible(c.oid)"
+        rows = self.conn.execute(
+            sa.text(
+                "select c.relname, a.attname from pg_catalog.pg_class c "
+                "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+                "join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped "
+                f"where c.relname = any(:names) and c.relkind in ('r', 'p', 'f', 'v', 'm') and {where} "
+                "order by c.relname, a.attnum"
+            ),
+            {"names": self.names, **({"schema": self.schema} if self.schema else {})},
+        ).fetchall()
+        self._columns = {}
+        for table, column in rows:
+            self._columns.setdefault(table, []).append(column)
+
+    def has_table(self, name: str) -> bool:
+        if self._columns is None:
+            return self._inspector.has_table(name, schema=self.schema)
+        return name in self._columns
+
+    def column_names(self, name: str) -> list[str]:
+        if self._columns is None:
+            return [c["name"] for c in self._inspector.get_columns(name, schema=self.schema)]
+        return list(self._columns.get(name, []))

@@ -208,12 +208,17 @@ def test_tables_published_by_an_older_mallscore_are_taken_over(tmp_path, pg_serv
 
 
 @pytest.mark.postgres
-def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_path, pg_server):
+@pytest.mark.parametrize("array_keys", [100_000, 10])  # removed keys as one array parameter, or staged
+def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_path, pg_server, monkeypatch, array_keys):
+    from mallscore import publication
+
+    monkeypatch.setattr(publication, "ARRAY_DELETE_KEYS", array_keys)
+    table = f"seg_incr_{array_keys}"
     settings = warehouse_with_segments(tmp_path, 800)
-    publish_segments(settings, pg_server.url(), "seg_incr")
+    publish_segments(settings, pg_server.url(), table)
     _next_run(settings, "R20261128T010000Z-bbbbbb", new=40, changed=100, removed=30)
 
-    result = _cli(settings, "publish", "--to", pg_server.url(), "--table", "seg_incr", "--json")
+    result = _cli(settings, "publish", "--to", pg_server.url(), "--table", table, "--json")
 
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -223,17 +228,17 @@ def test_incremental_publish_writes_only_the_changes_and_equals_segments(tmp_pat
         "R20261127T010000Z-aaaaaa",
     )
     assert (out["inserted"], out["updated"], out["deleted"], out["rows_written"]) == (40, 100, 30, 170)
-    assert out["table"] == "seg_incr" and out["rows"] == 810
-    _assert_target_equals_segments(settings, pg_server, "seg_incr")
+    assert out["table"] == table and out["rows"] == 810
+    _assert_target_equals_segments(settings, pg_server, table)
     with _pg(pg_server) as c:
-        runs = c.execute("select run_id, is_current from seg_incr_runs order by run_id").fetchall()
+        runs = c.execute(f"select run_id, is_current from {table}_runs order by run_id").fetchall()
     assert runs == [("R20261127T010000Z-aaaaaa", False), ("R20261128T010000Z-bbbbbb", True)]
 
     # a run that scored nobody: the target moves to it and writes nothing
     _next_run(settings, "R20261129T010000Z-cccccc")
-    again = publish_segments(settings, pg_server.url(), "seg_incr")
+    again = publish_segments(settings, pg_server.url(), table)
     assert (again["mode"], again["rows_written"], again["run_id"]) == ("incremental", 0, "R20261129T010000Z-cccccc")
-    _assert_target_equals_segments(settings, pg_server, "seg_incr")
+    _assert_target_equals_segments(settings, pg_server, table)
 
 
 @pytest.mark.postgres
