@@ -143,8 +143,9 @@ def read_source(con: duckdb.DuckDBPyConnection) -> Source:
     if not any(c.key for c in segment_columns):
         raise ConfigError("sql/04_segments.sql declares no key (-- unique_key: customer_id); cannot publish")
     run_columns = warehouse_columns(con, "scoring_runs")
-    rows = con.execute("select count(*) from segments").fetchall()[0][0]
-    run_ids = [r[0] for r in con.execute("select distinct run_id from segments order by run_id").fetchall()]
+    # one scan of segments for both (an incremental publish reads little else from it)
+    rows, run_ids = con.execute("select count(*), list(distinct run_id order by run_id) from segments").fetchall()[0]
+    run_ids = list(run_ids or [])
     latest = con.execute(
         "select run_id from scoring_runs where list_contains($ids, run_id) or status not in "
         "(select unnest($done)) order by started_at desc, run_id desc limit 1",
