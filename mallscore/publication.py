@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
 INSERT_CHUNK_ROWS = 10_000
+# A staging table of at least this many rows is analyzed before the statements that join it to the target;
+# below it the planner's estimate from the table's size serves as well (10,000 rows: 5% off an incremental
+# publish, the same plan).
+ANALYZE_STAGED_ROWS = 100_000
 # Up to this many keys to delete travel as one array parameter; more go through a staging table.
 ARRAY_DELETE_KEYS = 100_000
 # A full publish writes only the rows that differ, unless more than this share differs: then it rewrites all.
@@ -436,6 +440,6 @@ class Publication:
                 loaded += batch.num_rows
                 if hook:
                     hook(loaded)
-        if self.copy and table.name.startswith("mallscore_publish_"):
+        if self.copy and table.name.startswith("mallscore_publish_") and loaded >= ANALYZE_STAGED_ROWS:
             self.conn.exec_driver_sql(f"analyze {self.conn.dialect.identifier_preparer.format_table(table)}")
         return loaded
