@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from mallscore.errors import BadInputError, ConfigError, InputMissingError
+from mallscore.published_count import CommittedCount
 from mallscore.published_feed import append_change_feed, query_batches
 from mallscore.published_schema import Column, Source, TargetCatalog, quote, sa_table
 
@@ -64,6 +65,7 @@ class Publication:
         run_columns = source.run_columns + [Column(c, t, True, False) for c, t in RUN_EXTRA_COLUMNS]
         self.runs = sa_table(self.metadata, schema, name + "_runs", run_columns)
         self.stats = {"inserted": 0, "updated": 0, "deleted": 0}
+        self.lock_timeout_ms = 60_000  # lock() sets the caller's
 
     # -- steps
 
@@ -71,9 +73,8 @@ class Publication:
         """PostgreSQL: bound every lock wait, and queue behind another publisher of the same table."""
         import sqlalchemy as sa
 
-        self.conn.execute(
-            sa.text("select set_config('lock_timeout', :v, true)"), {"v": f"{int(max(lock_timeout, 0.001) * 1000)}ms"}
-        )
+        self.lock_timeout_ms = int(max(lock_timeout, 0.001) * 1000)
+        self.conn.execute(sa.text("select set_config('lock_timeout', :v, true)"), {"v": f"{self.lock_timeout_ms}ms"})
         # the incremental statements join a small staging table to the target: probe its key (SSD-like costs)
         # rather than scan it; hash joins of whole tables (the key comparison) get memory to stay in one pass
         self.conn.exec_driver_sql("set local random_page_cost = 1.1")
@@ -292,8 +293,16 @@ class Publication:
             "where not exists (select 1 from scoring_runs as r where r.run_id = segments.run_id "
             "and (r.started_at < $started or (r.started_at = $started and r.run_id <= $run)))"
         )
-        self._upsert(self._segments(where, {"started": held[1], "run": held[0]}))
-        count = self._count()
+        # PostgreSQL: the rows the target holds now, counted beside the writes (mallscore/published_count.py)
+        aside = CommittedCount(self.conn.engine, self.target, self.lock_timeout_ms) if self.copy else None
+        try:
+            inserted = self.stats["inserted"]
+            self._upsert(self._segments(where, {"started": held[1], "run": held[0]}))
+            before = aside.result() if aside is not None else None
+        finally:
+            if aside is not None:
+                aside.result()  # the thread ends before the engine is disposed, whatever happened here
+        count = self._count() if before is None else before + self.stats["inserted"] - inserted
         if count > self.source.rows and self.source.archive:
             # a run removes a customer by moving its row to segment_archive: history, but no current segment
             keys = ", ".join(quote(k) for k in self.source.keys)

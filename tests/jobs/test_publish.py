@@ -309,6 +309,31 @@ def test_target_changed_behind_mallscores_back_is_rewritten(tmp_path, pg_server)
 
 
 @pytest.mark.postgres
+def test_incremental_publish_counts_in_its_own_transaction_without_a_second_connection(tmp_path, pg_server):
+    """A role limited to one connection: the count beside the writes (a second connection) cannot start, the
+    publication counts after its writes instead, and still notices a row deleted by hand."""
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
+        c.execute("create role mallscore_one_conn login password 'one-pw' connection limit 1")
+        c.execute("grant create, usage on schema public to mallscore_one_conn")
+    url = pg_server.url(user="mallscore_one_conn", password="one-pw")
+    settings = warehouse_with_segments(tmp_path, 400)
+    publish_segments(settings, url, "seg_one_conn")
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
+        c.execute(f"grant select on seg_one_conn to {APP_USER}")  # for the comparison below
+    _next_run(settings, "R20261128T010000Z-bbbbbb", new=10, changed=20, removed=5)
+    result = publish_segments(settings, url, "seg_one_conn")
+    assert (result["mode"], result["inserted"], result["updated"], result["deleted"]) == ("incremental", 10, 20, 5)
+    _assert_target_equals_segments(settings, pg_server, "seg_one_conn")
+
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
+        c.execute("delete from seg_one_conn where customer_id in (200, 201)")  # not among those rescored
+    _next_run(settings, "R20261129T010000Z-cccccc", changed=3)
+    again = publish_segments(settings, url, "seg_one_conn")
+    assert again["mode"] == "full" and "did not hold run" in again["reason"]
+    _assert_target_equals_segments(settings, pg_server, "seg_one_conn")
+
+
+@pytest.mark.postgres
 def test_a_new_run_keeps_grants_and_run_rows(tmp_path, pg_server):
     settings = warehouse_with_segments(tmp_path, 500)
     publish_segments(settings, pg_server.url(), "seg_grants")
