@@ -15,6 +15,22 @@ import duckdb
 REPLACE_MEMORY_LIMIT = "256MB"
 
 
+# Segments are replaced (archived, then deleted) in ranges of customer ids holding about this many rows
+# each: under REPLACE_MEMORY_LIMIT a join of 10M replaced customers spills; four ranges do not (10M
+# customers, score --all: archive 8.8 s in one statement, 4.5 s in four).
+REPLACE_CHUNK_ROWS = 2_500_000
+
+
+def replace_ranges(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """Inclusive customer id ranges covering segments, each about REPLACE_CHUNK_ROWS rows if ids are even."""
+    rows, lo, hi = con.execute("select count(*), min(customer_id), max(customer_id) from segments").fetchall()[0]
+    if not rows:
+        return [(0, -1)]  # nothing to replace: one empty range keeps the statements' plan the same
+    parts = max(1, -(-rows // REPLACE_CHUNK_ROWS))
+    step = -(-(hi - lo + 1) // parts)
+    return [(start, min(hi, start + step - 1)) for start in range(lo, hi + 1, step)]
+
+
 def raise_memory_for_replacing(con: duckdb.DuckDBPyConnection) -> str | None:
     """Raise the cap to REPLACE_MEMORY_LIMIT when segments has rows to replace; return the cap to restore."""
     current = str(con.execute("select current_setting('memory_limit')").fetchall()[0][0])

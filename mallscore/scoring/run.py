@@ -32,7 +32,7 @@ from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
 from mallscore.groups.assign import groups_scored_sql, load_groups
 from mallscore.monitoring import BinCounts, count_features, run_drift, write_drift
-from mallscore.scoring.memory import raise_memory_for_replacing, restore_memory, return_freed_memory
+from mallscore.scoring.memory import raise_memory_for_replacing, replace_ranges, restore_memory, return_freed_memory
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
 from mallscore.scoring.relations import MODES, catalog, prepare, run_statement
 from mallscore.scoring.runs import RUN_COLUMNS
@@ -301,8 +301,9 @@ def _run_transaction(
     """Archive, score, insert, reject and finish the run's row: one transaction (the change feed follows)."""
     con.begin()
     t = time.perf_counter()
-    run_statement(con, "archive_replaced", params)
-    run_statement(con, "delete_replaced", params)
+    for lo, hi in replace_ranges(con):
+        run_statement(con, "archive_replaced", {**params, "lo": lo, "hi": hi})
+        run_statement(con, "delete_replaced", {**params, "lo": lo, "hi": hi})
     t = timer.add("write", t)
     counts = None
     if model.engine == "sql":

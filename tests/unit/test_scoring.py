@@ -320,3 +320,65 @@ def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(
     again = score_customers(settings, mode="all", publish=False)
     assert (again["status"], again["rows_scored"]) == ("succeeded", 150_000)
     assert query(settings, "select count(*), count(distinct archived_by_run) from segment_archive") == [(150_000, 1)]
+
+
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 37])  # one range, or about 14 ranges of customer ids
+def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
+    scored_setup: Settings, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    from mallscore.scoring import memory
+
+    monkeypatch.setattr(memory, "REPLACE_CHUNK_ROWS", chunk_rows)
+    first = score_customers(scored_setup)
+    before = query(scored_setup, "select * exclude (top_reason) from segments order by customer_id")
+    # a few changed customers (nightly), then everyone (--all)
+    execute(
+        scored_setup,
+        "update raw_customers set age = age + 1, updated_at = updated_at + interval 1 day where customer_id % 50 = 7",
+    )
+    nightly = score_customers(scored_setup)
+    changed = query(scored_setup, "select count(*) from raw_customers where customer_id % 50 = 7")[0][0]
+    assert nightly["rows_scored"] == changed > 0
+    archived = query(
+        scored_setup, "select count(*) from segment_archive where archived_by_run = ?", [nightly["run_id"]]
+    )
+    assert archived == [(changed,)]
+    everyone = score_customers(scored_setup, mode="all")
+    assert everyone["rows_scored"] == first["rows_scored"] == 500
+    assert counts(scored_setup)["segments"] == 500
+    assert query(scored_setup, "select count(distinct run_id) from segments") == [(1,)]
+    by_run = "select count(*), count(distinct customer_id) from segment_archive where archived_by_run = ?"
+    assert query(scored_setup, by_run, [everyone["run_id"]]) == [(500, 500)]
+    # the first run's rows are all in the archive, unchanged, each once
+    first_rows = query(
+        scored_setup,
+        "select * exclude (top_reason, archived_by_run) from segment_archive where run_id = ? order by customer_id",
+        [first["run_id"]],
+    )
+    assert first_rows == before
+    assert counts(scored_setup)["segment_history"] == 500 + changed + 500
+
+
+def test_replace_ranges_cover_every_id_once_even_at_the_ends_of_bigint() -> None:
+    from mallscore.scoring.memory import replace_ranges
+
+    con = duckdb.connect()
+    try:
+        con.execute("create table segments (customer_id bigint)")
+        assert replace_ranges(con) == [(0, -1)]
+        ids = [-(2**63), -5, 0, 3, 2**40, 2**63 - 2, 2**63 - 1]
+        con.execute("insert into segments select unnest(?)", [ids])
+        from mallscore.scoring import memory
+
+        for chunk in (1, 2, 3, 10**9):
+            memory.REPLACE_CHUNK_ROWS, saved = chunk, memory.REPLACE_CHUNK_ROWS
+            try:
+                ranges = replace_ranges(con)
+            finally:
+                memory.REPLACE_CHUNK_ROWS = saved
+            assert ranges[0][0] == ids[0] and ranges[-1][1] == ids[-1]
+            assert all(a <= b for a, b in ranges) and all(b + 1 == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+            assert len(ranges) == min(len(ids), -(-len(ids) // chunk)) or chunk == 10**9
+            assert sum(1 for i in ids for a, b in ranges if a <= i <= b) == len(ids)
+    finally:
+        con.close()
