@@ -18,6 +18,7 @@ from typing import Any
 from mallscore.errors import ConfigError
 from mallscore.groups import SPEC
 from mallscore.groups.contract import GroupsContract, eligible_sql, groups_contract_from_card, nearest_sql
+from mallscore.ort_session import open_session
 from mallscore.sqlvalues import Literals, Params, quote
 
 
@@ -47,20 +48,9 @@ def load_groups(models_dir, *, session: bool = True) -> LoadedGroups | None:
     gc = groups_contract_from_card(card)
     if not session:
         return LoadedGroups(card, gc, hashlib.sha256(data).hexdigest(), None)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # two features and a few centres: one thread that does not spin beats a pool that competes with
-    # DuckDB's threads and the classifier's (256Ki rows: 24 ms against 37 ms with the default pool)
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        sess = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ConfigError(
-            f"groups model {gc.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
-        ) from None
+    # two features and a few centres: one thread beats a pool that competes with DuckDB's threads and the
+    # classifier's (256Ki rows: 24 ms against 37 ms with the default pool)
+    sess = open_session(data, f"groups model {gc.version}", threads=1)
     inputs = [i.name for i in sess.get_inputs()]
     outputs = {o.name: o.type for o in sess.get_outputs()}
     if inputs != gc.feature_names or outputs.get(gc.label_output) != "tensor(int64)":

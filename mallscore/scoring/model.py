@@ -14,6 +14,7 @@ from typing import Any
 
 from mallscore.contract import Contract, contract_from_card, feature_column
 from mallscore.errors import ConfigError, UsageError
+from mallscore.ort_session import open_session
 from mallscore.settings import Settings
 
 ENGINES = ("onnx", "sql")
@@ -79,19 +80,7 @@ def session_model(card: dict, data: bytes) -> LoadedModel:
     """An onnxruntime session on ``data`` checked against ``card``'s contract (the caller verified both)."""
     contract = contract_from_card(card)
     reference, reasons_sql = _monitoring(card, data, contract)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Idle pool threads must not spin between batches: they would take the cores DuckDB's insert and
-    # the stream's own work need (10M customers: 4.9 s with spinning, 4.2 s without; bench_scoring).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ConfigError(
-            f"model {contract.version}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
-        ) from None
+    session = open_session(data, f"model {contract.version}")
     _check_session(contract, session)
     return LoadedModel(
         card, contract, hashlib.sha256(data).hexdigest(), session, reference=reference, reasons_sql=reasons_sql
