@@ -140,3 +140,20 @@ def get_spec(name: str) -> ModelSpec:
         return SPECS[name]
     except KeyError:
         raise UsageError(f"unknown model spec {name!r}; known specs: {', '.join(sorted(SPECS))}") from None
+
+
+def card_header(spec: ModelSpec | GroupSpec, version: str) -> dict:
+    """The fields every model card begins with, from its spec (the classifier's card and the groups card)."""
+    from datetime import UTC, datetime
+
+    from mallscore.cards import CARD_FORMAT
+
+    return {
+        "card_format": CARD_FORMAT,
+        "spec": spec.name,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "description": spec.description,
+        "features": [f.card_entry() for f in spec.features],
+        "feature_table": spec.feature_table,
+    }

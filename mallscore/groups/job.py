@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from mallscore.errors import BadInputError, ConfigError, InputMissingError
 from mallscore.groups import KIND, SPEC
 from mallscore.groups.contract import LABEL_OUTPUT
 from mallscore.settings import Settings
-from mallscore.specs import GROUPS, GroupSpec
+from mallscore.specs import GROUPS, GroupSpec, card_header
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +198,8 @@ def build_card(spec: GroupSpec, version: str, fitted, X: np.ndarray, names: list
         for i in range(fitted.k)
     ]
     return {
-        "card_format": registry.CARD_FORMAT,
+        **card_header(spec, version),
         "kind": KIND,
-        "spec": spec.name,
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "description": spec.description,
-        "features": [f.card_entry() for f in spec.features],
-        "feature_table": spec.feature_table,
         "score_table": spec.score_table,
         "assigned_when": "spending_score is not null and every feature passes the card's ranges; else NULL",
         "scaling": {

@@ -21,7 +21,6 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import pandas as pd
 from mallscore import registry
 from mallscore.errors import BadInputError, InputMissingError
 from mallscore.settings import Settings
-from mallscore.specs import ModelSpec, get_spec
+from mallscore.specs import ModelSpec, card_header, get_spec
 from mallscore.training.budget import FULL, Budget
 from mallscore.warehouse import label_rule as warehouse_label_rule
 
@@ -309,13 +308,7 @@ def train_frame(
 
     version = registry.new_version(spec.name)
     card = {
-        "card_format": registry.CARD_FORMAT,
-        "spec": spec.name,
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "description": spec.description,
-        "features": [f.card_entry() for f in spec.features],
-        "feature_table": spec.feature_table,
+        **card_header(spec, version),
         "label": {"name": spec.label, "definition": label_rule["definition"]},
         "onnx": exported.as_card(features),
         "threshold": threshold,
