@@ -37,13 +37,6 @@ RUN_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (("published_at", "TIMESTAMP"),
 BatchHook = Callable[[int], None]
 
 
-def pa_table_of(name: str, values: list[int]):
-    """One int64 Arrow batch named ``name``."""
-    import pyarrow as pa
-
-    return pa.record_batch([pa.array(values, type=pa.int64())], names=[name])
-
-
 def qualified(schema: str | None, name: str) -> str:
     return f"{schema}.{name}" if schema else name
 
@@ -295,13 +288,11 @@ class Publication:
         )
         # PostgreSQL: the rows the target holds now, counted beside the writes (mallscore/published_count.py)
         aside = CommittedCount(self.conn.engine, self.target, self.lock_timeout_ms) if self.copy else None
+        inserted = self.stats["inserted"]
         try:
-            inserted = self.stats["inserted"]
             self._upsert(self._segments(where, {"started": held[1], "run": held[0]}))
+        finally:  # the thread ends before the engine is disposed, whatever happened here
             before = aside.result() if aside is not None else None
-        finally:
-            if aside is not None:
-                aside.result()  # the thread ends before the engine is disposed, whatever happened here
         count = self._count() if before is None else before + self.stats["inserted"] - inserted
         if count > self.source.rows and self.source.archive:
             # a run removes a customer by moving its row to segment_archive: history, but no current segment
@@ -368,8 +359,9 @@ class Publication:
         if listed and self.conn.dialect.name == "postgresql" and [c.duck_type for c in key_columns] == ["BIGINT"]:
             # a few keys (the customers the runs since removed): one statement with the keys as an array,
             # rather than a staging table created, loaded, analyzed and dropped (5 round trips)
-            listed_keys = [k for batch in batches for k in batch.column(0).to_pylist()]
-            if len(listed_keys) <= ARRAY_DELETE_KEYS:
+            batches = list(batches)
+            if sum(b.num_rows for b in batches) <= ARRAY_DELETE_KEYS:
+                listed_keys = [k for batch in batches for k in batch.column(0).to_pylist()]
                 if not listed_keys:
                     return 0
                 column = self.target.c[key_columns[0].name]
@@ -377,7 +369,7 @@ class Publication:
                 deleted = self.conn.execute(self.target.delete().where(column == sa.func.any(array))).rowcount
                 self.stats["deleted"] += deleted
                 return deleted
-            batches = iter([pa_table_of(key_columns[0].name, listed_keys)])
+            batches = iter(batches)
         keys = self._temp_table("keys", key_columns)
         self._load(keys, batches, report=False)
         match = sa.and_(*(self.target.c[k] == keys.c[k] for k in self.source.keys))

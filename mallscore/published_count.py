@@ -30,7 +30,6 @@ class CommittedCount:
 
     def __init__(self, engine: Any, table: Any, lock_timeout_ms: int) -> None:
         self._value: int | None = None
-        self.error: str | None = None
         self._thread = threading.Thread(
             target=self._count, args=(engine, table, lock_timeout_ms), name="mallscore-publish-count", daemon=True
         )
@@ -44,8 +43,8 @@ class CommittedCount:
                 conn.exec_driver_sql(f"set lock_timeout = '{int(lock_timeout_ms)}ms'")
                 conn.exec_driver_sql("set max_parallel_workers_per_gather = 0")
                 self._value = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-        except Exception as exc:  # any failure: the publication counts in its own transaction instead
-            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception:  # any failure: result() is None and the publication counts in its own transaction
+            pass
 
     def result(self) -> int | None:
         """The committed count, or None when the second connection failed (the caller counts itself)."""

@@ -181,31 +181,23 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# --- entry points ------------------------------------------------------------------------------
-
-
 class TargetCatalog:
-    """Which of the publication's tables exist in the target, and their columns: ``has_table`` and ``get_columns``
-    as SQLAlchemy's inspector answers them, from one catalog query on PostgreSQL (the inspector's reflection
-    took about 20 ms of an incremental publish there); other dialects ask the inspector.
-
-    Like the inspector's cache, the answers describe the target when the catalog was read: read it again
-    (:meth:`refresh`) after creating a table or adding a column, when the new state matters.
+    """Which of the publication's tables exist in the target, and their column names, read once: one catalog
+    query on PostgreSQL (SQLAlchemy's reflection took about 20 ms of an incremental publish there); other
+    dialects ask SQLAlchemy's inspector. Like the inspector's cache, the answers describe the target as it
+    was when read, before the publication creates a table or adds a column.
     """
 
     def __init__(self, conn, schema: str | None, names: list[str]) -> None:
-        self.conn, self.schema, self.names = conn, schema, names
-        self.refresh()
-
-    def refresh(self) -> None:
         import sqlalchemy as sa
 
+        self.schema = schema
         self._columns: dict[str, list[str]] | None = None
-        if self.conn.dialect.name != "postgresql":
-            self._inspector = sa.inspect(self.conn)
+        if conn.dialect.name != "postgresql":
+            self._inspector = sa.inspect(conn)
             return
-        where = "n.nspname = :schema" if self.schema else "pg_catalog.pg_table_is_visible(c.oid)"
-        rows = self.conn.execute(
+        where = "n.nspname = :schema" if schema else "pg_catalog.pg_table_is_visible(c.oid)"
+        rows = conn.execute(
             sa.text(
                 "select c.relname, a.attname from pg_catalog.pg_class c "
                 "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
@@ -213,7 +205,7 @@ class TargetCatalog:
                 f"where c.relname = any(:names) and c.relkind in ('r', 'p', 'f', 'v', 'm') and {where} "
                 "order by c.relname, a.attnum"
             ),
-            {"names": self.names, **({"schema": self.schema} if self.schema else {})},
+            {"names": names, **({"schema": schema} if schema else {})},
         ).fetchall()
         self._columns = {}
         for table, column in rows:
