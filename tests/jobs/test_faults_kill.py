@@ -8,6 +8,9 @@ replayed:
 
 * ``time``: a uniform delay over the whole measured run (startup, model load,
   reading, scoring, writing, commit, publishing);
+* ``start``: a uniform delay over the first 15% of it (interpreter start, model
+  check, the lock, the schema), so kills before the run starts are not left to
+  chance;
 * ``write``: once the warehouse file has grown by 1 MiB (the run's transaction
   is writing its blocks), then a random extra delay;
 * ``commit``: as soon as the WAL holds more than 256 KiB (the commit or the
@@ -30,6 +33,7 @@ import signal
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.fault_support import (
@@ -44,12 +48,14 @@ from tests.fault_support import (
 )
 
 CUSTOMERS = 600_000
-TRIALS = 24  # at least this many trials, and more (up to MAX_TRIALS) until MIN_KILLS kills have landed
+TRIALS = 24  # at least this many trials; more (up to MAX_TRIALS) until MIN_KILLS kills and every REQUIRED phase
 MAX_TRIALS = 40
 MIN_KILLS = 20
 SEED = 20261127
-KINDS = ["time"] * 12 + ["write"] * 5 + ["commit"] * 3 + ["publish"] * 4
-EXTRA_KINDS = ["write", "time", "publish", "commit"]  # cycled for trials past TRIALS
+KINDS = ["time"] * 10 + ["start"] * 2 + ["write"] * 5 + ["commit"] * 3 + ["publish"] * 4
+EXTRA_KINDS = ["start", "write", "publish", "time", "commit"]  # cycled for trials past TRIALS
+START_SHARE = 0.15  # a `start` kill fires within this share of the measured run
+REQUIRED = ("killed mid-write", "killed after the commit", "killed before the run")  # phases every test must see
 
 
 def _kill_when_triggered(proc, kind: str, draw: float, settings, wall: float) -> dict:
@@ -58,7 +64,7 @@ def _kill_when_triggered(proc, kind: str, draw: float, settings, wall: float) ->
     tmp_copy = settings.snapshot.with_name(f".{settings.snapshot.name}.tmp-{proc.pid}")  # this run's copy only
     base = size(warehouse)
     started = time.monotonic()
-    fire_at = started + draw * wall if kind == "time" else None
+    fire_at = {"time": started + draw * wall, "start": started + draw * START_SHARE * wall}.get(kind)
     while proc.poll() is None:
         now = time.monotonic()
         if fire_at is None:
@@ -77,6 +83,11 @@ def _kill_when_triggered(proc, kind: str, draw: float, settings, wall: float) ->
         time.sleep(0.001)
     proc.communicate(timeout=30)
     return {"killed": False, "at": round(time.monotonic() - started, 3), "grown": 0, "wal": size(wal)}
+
+
+def _report(log: list) -> str:
+    """The trials so far, one line each (trial, trigger, time of the kill, phase observed)."""
+    return "\n".join(f"  {t:2d} {k:<7} at {a:5.2f}s  {p}" for t, k, a, p in log)
 
 
 @pytest.mark.slow
@@ -101,14 +112,17 @@ def test_sigkill_at_random_points_never_leaves_a_partial_run_and_the_next_run_he
     log = []
     for trial, (kind, draw) in enumerate(zip(kinds, draws)):
         landed = sum(n for p, n in phases.items() if p.startswith("killed"))
-        if trial >= TRIALS and landed >= MIN_KILLS:
+        if trial >= TRIALS and landed >= MIN_KILLS and all(any(p.startswith(r) for p in phases) for r in REQUIRED):
             break
         before = read_state(settings.warehouse).runs
         proc = start_cli(settings, "score", "--all", "--quiet")
         seen = _kill_when_triggered(proc, kind, draw, settings, wall)
         where = f"trial {trial} ({kind}, seed {SEED}, {seen})"
 
-        state = read_state(settings.warehouse)  # the warehouse opens
+        try:
+            state = read_state(settings.warehouse)  # the warehouse opens
+        except duckdb.Error as exc:
+            raise AssertionError(f"{where}: the warehouse does not open: {exc}\n{_report(log)}") from exc
         assert_all_or_nothing(state, where)
         assert_one_segment_per_customer(state, where)
         new = sorted(set(state.runs) - set(before))
@@ -155,16 +169,16 @@ def test_sigkill_at_random_points_never_leaves_a_partial_run_and_the_next_run_he
         if latest == run:
             published = run
         if wal_of(settings.warehouse).exists():
-            assert mode(wal_of(settings.warehouse)) == 0o600, where  # a WAL left by a kill is private too
+            wal_mode = mode(wal_of(settings.warehouse))
+            assert wal_mode == 0o600, f"{where}: the WAL's mode is {wal_mode:o}"  # a WAL left by a kill is private too
         phases[phase] = phases.get(phase, 0) + 1
         log.append((trial, kind, seen["at"], phase))
 
     kills = sum(n for p, n in phases.items() if p.startswith("killed"))
-    report = "\n".join(f"  {t:2d} {k:<7} at {a:5.2f}s  {p}" for t, k, a, p in log)
+    report = _report(log)
     assert kills >= MIN_KILLS, f"only {kills} kills landed:\n{report}"
-    assert any(p.startswith("killed mid-write") for p in phases), report
-    assert any(p.startswith("killed after the commit") for p in phases), report
-    assert any(p.startswith("killed before the run") for p in phases), report
+    for required in REQUIRED:
+        assert any(p.startswith(required) for p in phases), f"no trial was {required}:\n{report}"
 
     # the next run completes: one segments row per customer, every stale row abandoned, a fresh snapshot
     proc = start_cli(settings, "score", "--all", "--json")
