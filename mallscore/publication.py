@@ -17,7 +17,7 @@ import duckdb
 from mallscore.errors import BadInputError, ConfigError, InputMissingError
 from mallscore.published_count import CommittedCount
 from mallscore.published_feed import append_change_feed, query_batches
-from mallscore.published_schema import Column, Source, TargetCatalog, quote, sa_table
+from mallscore.published_schema import Column, Source, TargetCatalog, quote, sa_table, select_list
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -411,7 +411,7 @@ class Publication:
         self.metadata.remove(table)
 
     def _query(self, where: str = "", columns: list[Column] | None = None) -> str:
-        names = ", ".join(quote(c.name) for c in columns or self.source.segment_columns)
+        names = select_list(columns or self.source.segment_columns)
         keys = ", ".join(quote(k) for k in self.source.keys)
         return f"select {names} from segments {where} order by {keys}"
 

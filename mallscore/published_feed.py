@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from mallscore.published_schema import Column, quote, sa_table, warehouse_columns
+from mallscore.published_schema import Column, sa_table, select_list, warehouse_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from mallscore.publication import Publication
@@ -58,8 +58,7 @@ def append_change_feed(publication: Publication, held: tuple[str, datetime] | No
     wanted = sorted(set(runs) - present)
     if not wanted:
         return 0
-    names = ", ".join(quote(c.name) for c in columns)
-    query = f"select {names} from segment_changes where list_contains($runs, run_id) order by run_id, customer_id"
+    query = f"select {select_list(columns)} from segment_changes where list_contains($runs, run_id) order by run_id, customer_id"
     return pub._load(changes, query_batches(con, query, {"runs": wanted}, pub.batch_rows), report=False, binary=False)
 
 

@@ -89,7 +89,23 @@ def warehouse_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[Col
     else:
         marked = [f.unique_key for f in sql_files() if f.relation == relation and f.unique_key]
         keys = set(marked)
-    return [Column(name, dtype, bool(nullable) and name not in keys, name in keys) for name, dtype, nullable in rows]
+    return [
+        Column(name, _published_type(dtype), bool(nullable) and name not in keys, name in keys)
+        for name, dtype, nullable in rows
+    ]
+
+
+def _published_type(duck_type: str) -> str:
+    """The type a column is published as: an ENUM (mallscore.labels) as the text it reads as."""
+    return "VARCHAR" if duck_type.startswith("ENUM(") else duck_type
+
+
+def select_list(columns: list[Column]) -> str:
+    """The SELECT list that reads ``columns`` as published: text as text (an ENUM would reach Arrow as a dictionary)."""
+    return ", ".join(
+        f"cast({quote(c.name)} as varchar) as {quote(c.name)}" if c.duck_type == "VARCHAR" else quote(c.name)
+        for c in columns
+    )
 
 
 def sa_table(metadata, schema: str | None, name: str, columns: list[Column], *, key: bool = True, temp=False):

@@ -202,6 +202,17 @@ def _label(b: Bins, x: str, text: Any, dialect: Dialect = DUCKDB) -> str:
     )
 
 
+def labels(plan: ReasonPlan | None) -> tuple[str, ...]:
+    """Every ``top_reason`` the plan's SQL can give (the texts of :func:`_label`), for the column's ENUM."""
+    if plan is None:
+        return ()
+    out: list[str] = []
+    for b in plan.features:
+        words = b.value_words if b.values is not None else (b.above, b.below, AVERAGE_WORDS)
+        out += [f"{b.name}: {w}" for w in words]
+    return tuple(dict.fromkeys(out))
+
+
 def _pick(contributions: list[str], labels: list[str], best: str, compare: str) -> str:
     """The label of the first contribution that is the ``best`` (greatest/least) of itself and those after it."""
     if len(labels) == 1:

@@ -300,6 +300,20 @@ def _tables_now_views(con: duckdb.DuckDBPyConnection, files: list[SqlFile]) -> N
         con.execute(f'drop table "{name}"')
 
 
+def refresh_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Re-create every view of ``sql/``, in build order, in the caller's transaction.
+
+    A view stores the column types of its query when it is created. DuckDB 2.0
+    binds it again when a table's column changed type, but DuckDB 1.x clients
+    (analysts opening the snapshot) refuse it ("Contents of view were altered"),
+    so whoever alters a column type (mallscore.labels) calls this.
+    """
+    for f in sql_files():
+        text = f.text
+        if _VIEW_DEF.search(text):
+            con.execute(text)
+
+
 def build(con: duckdb.DuckDBPyConnection, *, check: bool = True) -> list[SqlFile]:
     """Run every SQL file in numbered order in one transaction, then the key checks."""
     files = sql_files()

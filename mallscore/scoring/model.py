@@ -40,6 +40,7 @@ class LoadedModel:
     groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
     reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
     reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons)
+    reason_labels: tuple[str, ...] = ()  # every top_reason that view can give (for the column's ENUM)
 
     @property
     def version(self) -> str:
@@ -69,33 +70,30 @@ def load_model(settings: Settings, version: str | None = None, engine: str = "on
     from mallscore.sqlexport import compile_model_ctes
 
     contract = contract_from_card(card)
-    reference, reasons_sql = _monitoring(card, data, contract)
     columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
     sql = compile_model_ctes(card, data, MODEL_SOURCE, columns)
     sha = hashlib.sha256(data).hexdigest()
-    return LoadedModel(card, contract, sha, None, "sql", sql, reference=reference, reasons_sql=reasons_sql)
+    return LoadedModel(card, contract, sha, None, "sql", sql, **_monitoring(card, data, contract))
 
 
 def session_model(card: dict, data: bytes) -> LoadedModel:
     """An onnxruntime session on ``data`` checked against ``card``'s contract (the caller verified both)."""
     contract = contract_from_card(card)
-    reference, reasons_sql = _monitoring(card, data, contract)
+    monitoring = _monitoring(card, data, contract)
     session = open_session(data, f"model {contract.version}")
     _check_session(contract, session)
-    return LoadedModel(
-        card, contract, hashlib.sha256(data).hexdigest(), session, reference=reference, reasons_sql=reasons_sql
-    )
+    return LoadedModel(card, contract, hashlib.sha256(data).hexdigest(), session, **monitoring)
 
 
-def _monitoring(card: dict, data: bytes, contract: Contract) -> tuple[Any, str]:
-    """The card's reference (None on older cards) and the run_reasoned view compiled from the graph."""
+def _monitoring(card: dict, data: bytes, contract: Contract) -> dict[str, Any]:
+    """LoadedModel's reference (None on older cards), reasons_sql (compiled from the graph) and reason_labels."""
     from mallscore.monitoring import reference_from_card
-    from mallscore.reasons import plan_reasons, run_view_sql
+    from mallscore.reasons import labels, plan_reasons, run_view_sql
 
     reference = reference_from_card(card, contract)
     plan = plan_reasons(card, data, reference) if reference is not None else None
     columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-    return reference, run_view_sql(plan, columns)
+    return {"reference": reference, "reasons_sql": run_view_sql(plan, columns), "reason_labels": labels(plan)}
 
 
 def _check_session(contract: Contract, session: Any) -> None:

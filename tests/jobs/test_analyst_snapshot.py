@@ -32,13 +32,22 @@ def _mode(path: Path) -> int:
 
 
 def test_an_older_client_opens_the_snapshot_and_runs_the_readme_queries(scored_setup: Settings) -> None:
+    write_model(scored_setup.models_dir, "v2", reference=True)  # top_reason: an ENUM column (mallscore.labels)
     score_customers(scored_setup)
     snapshot = scored_setup.snapshot
     # the warehouse is created in the old format, so the snapshot is a plain copy of it
     assert storage_number(scored_setup.warehouse) == storage_number(snapshot) == PORTABLE_STORAGE_NUMBER
     queries = readme_analyst_queries()
     assert len(queries) >= 5 and any("segment_changes" in q for q in queries)
-    result = read_with_old_python(old_clients(), snapshot, queries)
+    reasons = "select * from segments where top_reason like '%: %' and top_reason = top_reason::varchar"
+    enum_type = query(
+        scored_setup,
+        "select data_type from duckdb_columns() where column_name = 'top_reason' and table_name = 'segments'",
+    )[0][0]
+    assert enum_type.startswith("ENUM(")
+    result = read_with_old_python(old_clients(), snapshot, [*queries, reasons])
+    assert result["rows"][-1] == query(scored_setup, "select count(top_reason) from segments")[0][0] > 0
+    result["rows"].pop()
     assert result["version"] == "1.1.3"
     assert result["segments"] == query(scored_setup, "select count(*) from segments")[0][0] == 500
     rows = dict(zip(queries, result["rows"]))
