@@ -60,6 +60,13 @@ def _generations(con: duckdb.DuckDBPyConnection, column: str) -> list[tuple[int,
     return sorted(found)
 
 
+def type_name(con: duckdb.DuckDBPyConnection, column: str) -> str | None:
+    """The ENUM type ``column`` holds (its newest generation), None while it is still text."""
+    is_enum, _ = current_labels(con, column)
+    generations = _generations(con, column)
+    return generations[-1][1] if is_enum and generations else None
+
+
 def current_labels(con: duckdb.DuckDBPyConnection, column: str) -> tuple[bool, set[str]]:
     """(whether ``column`` is an ENUM in every table, the labels it holds or can hold)."""
     kinds = con.execute(

@@ -232,10 +232,19 @@ def contribution_columns(plan: ReasonPlan, dialect: Dialect = DUCKDB) -> list[tu
     ]
 
 
-def top_reason_sql(plan: ReasonPlan, p: str, observed: str, dialect: Dialect = DUCKDB) -> str:
-    """``top_reason`` over a relation with the contribution columns, the x_i inputs, ``p`` and ``observed``."""
+def top_reason_sql(
+    plan: ReasonPlan, p: str, observed: str, dialect: Dialect = DUCKDB, label_type: str | None = None
+) -> str:
+    """``top_reason`` over a relation with the contribution columns, the x_i inputs, ``p`` and ``observed``.
+
+    ``label_type``: an ENUM holding :func:`labels` (mallscore.labels) to give the words as, instead of text.
+    """
     text = dialect.literals().text
-    labels = [_label(b, name, lambda s: text("", s), dialect) for b, (name, _) in zip(plan.features, plan.inputs)]
+
+    def word(s: str) -> str:
+        return f"cast({text('', s)} as {label_type})" if label_type else text("", s)
+
+    labels = [_label(b, name, word, dialect) for b, (name, _) in zip(plan.features, plan.inputs)]
     cs = [name for name, _ in contribution_columns(plan, dialect)]
     return (
         f"(case when {observed} is not null then null "
@@ -244,11 +253,12 @@ def top_reason_sql(plan: ReasonPlan, p: str, observed: str, dialect: Dialect = D
     )
 
 
-def run_view_sql(plan: ReasonPlan | None, columns: dict[str, str]) -> str:
+def run_view_sql(plan: ReasonPlan | None, columns: dict[str, str], label_type: str | None = None) -> str:
     """``run_reasoned``: every column of ``run_scored`` (customer_id, updated_at, observed_score, the features, p,
     and whatever else the run passes, such as behaviour_group) plus ``top_reason``.
 
-    ``columns`` maps each graph input to its column in ``run_scored``.
+    ``columns`` maps each graph input to its column in ``run_scored``. ``label_type``: the ENUM type of
+    ``segments.top_reason`` (the words then need no cast in the INSERT: 10M rows, about 0.2 s less).
     """
     head = "create or replace temp view run_reasoned as\n"
     if plan is None:
@@ -265,7 +275,7 @@ def run_view_sql(plan: ReasonPlan | None, columns: dict[str, str]) -> str:
         + "".join(c + ",\n" for c in ctes)
         + f"reason_terms as (select *, {', '.join(f'{e} as {n}' for n, e in contributions)} from {last}),\n"
         f"final as (\n    select * exclude ({', '.join(helpers)}),\n"
-        f"        {top_reason_sql(plan, 'cast(p as double)', 'observed_score')} as top_reason\n"
+        f"        {top_reason_sql(plan, 'cast(p as double)', 'observed_score', label_type=label_type)} as top_reason\n"
         "    from reason_terms\n)\n"
         "select * from final"
     )

@@ -9,7 +9,7 @@ scikit-learn and skl2onnx are never imported here.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mallscore.contract import Contract, contract_from_card, feature_column
@@ -39,13 +39,23 @@ class LoadedModel:
     sql: tuple[str, str] | None = None
     groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
     reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
-    reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons)
+    reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons), top_reason as text
     reason_labels: tuple[str, ...] = ()  # every top_reason that view can give (for the column's ENUM)
+    reason_plan: Any = None  # mallscore.reasons.ReasonPlan, None without a reference
+    reason_columns: dict[str, str] = field(default_factory=dict)  # graph input -> its run_scored column
 
     @property
     def version(self) -> str:
         """The model version (the card's)."""
         return self.contract.version
+
+    def with_label_type(self, label_type: str | None) -> LoadedModel:
+        """This model with ``reasons_sql`` giving top_reason as ``label_type`` (the column's ENUM) when there is one."""
+        if label_type is None or self.reason_plan is None:
+            return self
+        from mallscore.reasons import run_view_sql
+
+        return replace(self, reasons_sql=run_view_sql(self.reason_plan, self.reason_columns, label_type))
 
 
 def _verified_model(settings: Settings, version: str | None) -> tuple[dict, bytes]:
@@ -93,7 +103,13 @@ def _monitoring(card: dict, data: bytes, contract: Contract) -> dict[str, Any]:
     reference = reference_from_card(card, contract)
     plan = plan_reasons(card, data, reference) if reference is not None else None
     columns = {name: feature_column(i) for i, name in enumerate(contract.inputs)}
-    return {"reference": reference, "reasons_sql": run_view_sql(plan, columns), "reason_labels": labels(plan)}
+    return {
+        "reference": reference,
+        "reasons_sql": run_view_sql(plan, columns),
+        "reason_labels": labels(plan),
+        "reason_plan": plan,
+        "reason_columns": columns,
+    }
 
 
 def _check_session(contract: Contract, session: Any) -> None:

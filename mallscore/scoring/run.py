@@ -31,7 +31,7 @@ import duckdb
 from mallscore.contract import feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
 from mallscore.groups.assign import groups_scored_sql, load_groups
-from mallscore.labels import cover
+from mallscore.labels import cover, type_name
 from mallscore.monitoring import BinCounts, count_features, run_drift, write_drift
 from mallscore.scoring.memory import raise_memory_for_replacing, replace_ranges, restore_memory, return_freed_memory
 from mallscore.scoring.model import MODEL_SOURCE, LoadedModel, load_model
@@ -289,12 +289,14 @@ def score_customers(
     }
 
 
-def _cover_labels(con: duckdb.DuckDBPyConnection, model: LoadedModel, params: dict) -> None:
-    """Make the label columns' ENUMs hold every label this run can write (mallscore.labels)."""
+def _cover_labels(con: duckdb.DuckDBPyConnection, model: LoadedModel, params: dict) -> LoadedModel:
+    """Make the label columns' ENUMs hold every label this run can write (mallscore.labels); the model then
+    gives its reasons in top_reason's ENUM."""
     groups = model.groups
     cover(con, "top_reason", model.reason_labels)
     cover(con, "behaviour_group", groups.contract.names if groups is not None else ())
     cover(con, "behaviour_model_version", [params["groups_version"]])
+    return model.with_label_type(type_name(con, "top_reason"))
 
 
 def _run_transaction(
@@ -310,7 +312,7 @@ def _run_transaction(
     """Archive, score, insert, reject and finish the run's row: one transaction (the change feed follows)."""
     con.begin()
     t = time.perf_counter()
-    _cover_labels(con, model, params)
+    model = _cover_labels(con, model, params)
     for lo, hi in replace_ranges(con):
         run_statement(con, "archive_replaced", {**params, "lo": lo, "hi": hi})
         run_statement(con, "delete_replaced", {**params, "lo": lo, "hi": hi})
