@@ -338,9 +338,12 @@ def segment_sql(contract: Contract, values: Params | None = None, p: str = "p", 
     )
 
 
+BASES = ("observed", "predicted")  # segments.basis: the spending score was known, or the model predicted
+
+
 def basis_sql(score: str = "observed_score") -> str:
     """A SQL expression: 'observed' where the spending score is known, else 'predicted'."""
-    return f"case when {score} is not null then 'observed' else 'predicted' end"
+    return f"case when {score} is not null then '{BASES[0]}' else '{BASES[1]}' end"
 
 
 def predicted_sql(contract: Contract, values: Params, p: str = "p") -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from mallscore.contract import feature_column
+from mallscore.contract import BASES, feature_column
 from mallscore.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRun, UsageError
 from mallscore.groups.assign import groups_scored_sql, load_groups
 from mallscore.labels import cover, type_name
@@ -293,6 +293,9 @@ def _cover_labels(con: duckdb.DuckDBPyConnection, model: LoadedModel, params: di
     """Make the label columns' ENUMs hold every label this run can write (mallscore.labels); the model then
     gives its reasons in top_reason's ENUM."""
     groups = model.groups
+    cover(con, "segment", [t.name for t in model.contract.tiers])
+    cover(con, "basis", BASES)
+    cover(con, "model_version", [model.version])
     cover(con, "top_reason", model.reason_labels)
     cover(con, "behaviour_group", groups.contract.names if groups is not None else ())
     cover(con, "behaviour_model_version", [params["groups_version"]])

@@ -69,6 +69,7 @@ def test_baseline_sql_has_only_double_literals_and_matches_the_model(con):
     sql, params = bench.ctas_logit_sql(card, pipe)
     assert not BARE_DECIMAL.findall(sql), sql
     synth_customers(con, 500, seed=4)
+    con.execute(bench.BASELINE_TABLE_SQL)
     con.execute(sql, params)
     (ptype,) = con.execute(
         "select data_type from duckdb_columns() where table_name = 'bench_ctas_segments' "
