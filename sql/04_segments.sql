@@ -17,8 +17,9 @@ create table if not exists segments (
 -- behaviour_group: the customer's behaviour group (the groups champion's name for the nearest centre
 -- of annual income x spending score), NULL when the score is not observed or there is no groups model;
 -- behaviour_model_version: the groups model of the run that wrote the row ('' or NULL: none).
--- These three label columns are added as varchar; the first run that writes a label in one makes it an
--- ENUM of its labels, here and in segment_archive (mallscore/labels.py: a code per row, read as text).
+-- segment, basis, model_version and the three columns below are created as varchar; the first run that
+-- writes a label in one makes it an ENUM of its labels, here and in segment_archive (mallscore/labels.py:
+-- a one-byte code per row, read as text).
 alter table segments add column if not exists behaviour_group varchar;
 
 alter table segments add column if not exists behaviour_model_version varchar;
