@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from mallscore import registry  # noqa: E402
 from mallscore.contract import basis_sql, bound, contract_from_card, contract_params, segment_sql  # noqa: E402
+from mallscore.scoring.run import JOB_SETTINGS, tune  # noqa: E402
 from mallscore.settings import Settings  # noqa: E402
 from mallscore.synth import generate, synth_customers  # noqa: E402
 from mallscore.warehouse import build, connect  # noqa: E402
@@ -249,7 +250,7 @@ def time_ctas(settings: Settings, sql: str, params: dict) -> float:
     started = time.perf_counter()
     con = connect(settings.warehouse)
     try:
-        con.execute("set enable_progress_bar = false")
+        tune(con, JOB_SETTINGS)  # the job's engine tuning (not its memory cap): the same engine for both sides
         con.execute(BASELINE_TABLE_SQL)
         con.execute(sql, params)
         elapsed = time.perf_counter() - started

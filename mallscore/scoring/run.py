@@ -151,10 +151,15 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 # * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
 #   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
 #   (100,000 customers: about 50 ms less per run). The running row stays a small WAL commit.
+# * block_allocator_memory: DuckDB keeps this much memory for its blocks once touched instead of
+#   returning it and faulting fresh pages in again. 10M new customers: 400K minor page faults per run
+#   without it, 220K with 64MB (256MB and 512MB: no fewer); the run 3.05-3.09 s instead of 3.47 s
+#   (alternating processes, in-process timers), peak RSS 5 MiB higher.
 JOB_SETTINGS: dict[str, Any] = {
     "enable_progress_bar": False,
     "preserve_insertion_order": False,
     "checkpoint_threshold": "1MB",
+    "block_allocator_memory": "64MB",
 }
 
 
@@ -166,9 +171,14 @@ def open_job_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     tuning = dict(JOB_SETTINGS)
     if settings.memory_limit.lower() != "default":
         tuning["memory_limit"] = settings.memory_limit
+    tune(con, tuning)
+    return con
+
+
+def tune(con: duckdb.DuckDBPyConnection, tuning: dict[str, Any]) -> None:
+    """``set`` each of ``tuning``'s DuckDB settings on ``con`` (strings quoted, booleans as true/false)."""
     for name, value in tuning.items():
         con.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {str(value).lower()}")
-    return con
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
