@@ -146,8 +146,11 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
 #   DuckDB, 10M rows: 3.5 s instead of 1.8 s; the run 1.3x-1.5x the CTAS baseline). Off, the
 #   insert costs the same as uncapped. Nothing relies on segments' physical order (readers
 #   ORDER BY, aggregate or look up by customer_id). It also lets two threads pull the Arrow
-#   stream at once, each holding a batch in flight: hence BATCH_ROWS of 256Ki rows, not 1Mi
-#   (with 1Mi the 10M peak grew to 1.36x the 1M peak; 256Ki: 1.12x, run/CTAS 0.99).
+#   stream at once, each holding a batch in flight: hence small batches (with 1Mi rows the 10M
+#   peak grew to 1.36x the 1M peak; 256Ki: 1.12x). BATCH_ROWS is 64Ki: DuckDB's Arrow export grows
+#   each batch's buffers by realloc, so big batches fault in fresh pages all along. 10M new
+#   customers (alternating processes): 256Ki 3.01-3.20 s, 218K page faults; 128Ki 2.77-2.94 s;
+#   64Ki 2.72-2.80 s, 155K; 32Ki and 16Ki 2.82-2.89 s.
 # * checkpoint_threshold: a run's commit larger than this is checkpointed straight into the
 #   file instead of being written to the WAL first and copied again by the snapshot's checkpoint
 #   (100,000 customers: about 50 ms less per run). The running row stays a small WAL commit.
