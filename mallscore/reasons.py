@@ -130,10 +130,9 @@ def _thresholds(steps: list, term: str, i: int) -> list[float] | None:
     return sorted(set(found)) if found and len(found) == uses else None
 
 
-def _evaluate(compiled: Any, terms: list[str], rows: list[list[float]]) -> list[list[float]]:
-    """``terms`` evaluated by DuckDB on input ``rows`` (one value per graph input, rounded to float32 first)."""
-    import duckdb
-
+def _evaluate(con: Any, compiled: Any, terms: list[str], rows: list[list[float]]) -> list[list[float]]:
+    """``terms`` evaluated by DuckDB (``con``, in memory) on input ``rows`` (one value per graph input, rounded to
+    float32 first)."""
     names = [name for name, _ in compiled.inputs]
     selects = " union all ".join(
         f"select {k} as k, "
@@ -147,11 +146,7 @@ def _evaluate(compiled: Any, terms: list[str], rows: list[list[float]]) -> list[
         + f"final as (select k, {', '.join(f'{t} as t_{i}' for i, t in enumerate(terms))} from {last})\n"
         "select * from final order by k"
     )
-    con = duckdb.connect(config={"enable_external_access": False})
-    try:
-        return [[float(v) for v in row[1:]] for row in con.execute(sql).fetchall()]
-    finally:
-        con.close()
+    return [[float(v) for v in row[1:]] for row in con.execute(sql).fetchall()]
 
 
 def plan_reasons(card: dict, onnx_bytes: bytes, reference: Reference | None, dialect: Dialect = DUCKDB):
@@ -164,19 +159,27 @@ def plan_reasons(card: dict, onnx_bytes: bytes, reference: Reference | None, dia
     terms = _terms(compiled, dialect)
     if terms is None:
         return None
+    import duckdb
+
     local = compiled if dialect is DUCKDB else compile_graph(card, onnx_bytes, DUCKDB)
     local_terms = _terms(local) or terms
     means = [b.mean for b in reference.features]
-    average = _evaluate(local, local_terms, [means])[0]
-    for i, term in enumerate(local_terms):
-        cuts = _thresholds(local.steps, term, i)
-        if cuts is None:
-            continue
-        probes = [cuts[0] - max(1.0, abs(cuts[0])), *cuts]  # one value inside each interval
-        values = [row[0] for row in _evaluate(local, [term], [_set(means, i, x) for x in probes])]
-        x = f"x_{i}"
-        whens = " ".join(f"when {x} < {_literal(c, dialect)} then {_literal(v, dialect)}" for c, v in zip(cuts, values))
-        terms[i] = f"(case {whens} else {_literal(values[-1], dialect)} end)"
+    con = duckdb.connect(config={"enable_external_access": False})  # one for every evaluation: ~15 ms each
+    try:
+        average = _evaluate(con, local, local_terms, [means])[0]
+        for i, term in enumerate(local_terms):
+            cuts = _thresholds(local.steps, term, i)
+            if cuts is None:
+                continue
+            probes = [cuts[0] - max(1.0, abs(cuts[0])), *cuts]  # one value inside each interval
+            values = [row[0] for row in _evaluate(con, local, [term], [_set(means, i, x) for x in probes])]
+            x = f"x_{i}"
+            whens = " ".join(
+                f"when {x} < {_literal(c, dialect)} then {_literal(v, dialect)}" for c, v in zip(cuts, values)
+            )
+            terms[i] = f"(case {whens} else {_literal(values[-1], dialect)} end)"
+    finally:
+        con.close()
     return ReasonPlan(
         compiled.inputs, _prune(compiled.steps, terms), terms, average, reference.features, compiled.contract.threshold
     )
