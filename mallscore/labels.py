@@ -65,26 +65,25 @@ def _generations(con: duckdb.DuckDBPyConnection, column: str) -> list[tuple[int,
 
 
 def type_name(con: duckdb.DuckDBPyConnection, column: str) -> str | None:
-    """The ENUM type ``column`` holds (its newest generation), None while it is still text."""
-    is_enum, _ = current_labels(con, column)
+    """The ENUM type ``column`` holds in every table (its newest generation), None while it is still text."""
+    kinds = con.execute(
+        "select data_type from duckdb_columns() "
+        "where schema_name = 'main' and column_name = $c and list_contains($t, table_name)",
+        {"c": column, "t": list(TABLES)},
+    ).fetchall()
+    if len(kinds) != len(TABLES) or not all(t.startswith("ENUM(") for (t,) in kinds):
+        return None
     generations = _generations(con, column)
-    return generations[-1][1] if is_enum and generations else None
+    return generations[-1][1] if generations else None
 
 
 def current_labels(con: duckdb.DuckDBPyConnection, column: str) -> tuple[bool, set[str]]:
     """(whether ``column`` is an ENUM in every table, the labels it holds or can hold)."""
-    kinds = con.execute(
-        "select table_name, data_type from duckdb_columns() "
-        "where schema_name = 'main' and column_name = $c and list_contains($t, table_name)",
-        {"c": column, "t": list(TABLES)},
-    ).fetchall()
-    if len(kinds) == len(TABLES) and all(t.startswith("ENUM(") for _, t in kinds):
-        generations = _generations(con, column)
-        if generations:
-            labels = con.execute(f"select enum_range(null::{generations[-1][1]})").fetchall()[0][0]
-            return True, set(labels)
+    name = type_name(con, column)
+    if name is not None:
+        return True, set(con.execute(f"select enum_range(null::{name})").fetchall()[0][0])
     seen: set[str] = set()
-    for table, _ in kinds:
+    for table in TABLES:
         rows = con.execute(f"select distinct cast({column} as varchar) from {table} where {column} is not null")
         seen |= {r[0] for r in rows.fetchall()}
     return False, seen
