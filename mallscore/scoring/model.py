@@ -40,7 +40,6 @@ class LoadedModel:
     groups: Any = None  # the groups champion (mallscore.groups.assign.LoadedGroups), or None
     reference: Any = None  # the card's reference distributions (mallscore.monitoring), None on older cards
     reasons_sql: str = ""  # the view run_reasoned over run_scored (mallscore.reasons), top_reason as text
-    reason_labels: tuple[str, ...] = ()  # every top_reason that view can give (for the column's ENUM)
     reason_plan: Any = None  # mallscore.reasons.ReasonPlan, None without a reference
     reason_columns: dict[str, str] = field(default_factory=dict)  # graph input -> its run_scored column
 
@@ -48,6 +47,13 @@ class LoadedModel:
     def version(self) -> str:
         """The model version (the card's)."""
         return self.contract.version
+
+    @property
+    def reason_labels(self) -> tuple[str, ...]:
+        """Every top_reason the reasons view can give (for the column's ENUM, mallscore.labels)."""
+        from mallscore.reasons import labels
+
+        return labels(self.reason_plan)
 
     def with_label_type(self, label_type: str | None) -> LoadedModel:
         """This model with ``reasons_sql`` giving top_reason as ``label_type`` (the column's ENUM) when there is one."""
@@ -96,9 +102,9 @@ def session_model(card: dict, data: bytes) -> LoadedModel:
 
 
 def _monitoring(card: dict, data: bytes, contract: Contract) -> dict[str, Any]:
-    """LoadedModel's reference (None on older cards), reasons_sql (compiled from the graph) and reason_labels."""
+    """LoadedModel's reference (None on older cards), reasons_sql (compiled from the graph) and reason plan."""
     from mallscore.monitoring import reference_from_card
-    from mallscore.reasons import labels, plan_reasons, run_view_sql
+    from mallscore.reasons import plan_reasons, run_view_sql
 
     reference = reference_from_card(card, contract)
     plan = plan_reasons(card, data, reference) if reference is not None else None
@@ -106,7 +112,6 @@ def _monitoring(card: dict, data: bytes, contract: Contract) -> dict[str, Any]:
     return {
         "reference": reference,
         "reasons_sql": run_view_sql(plan, columns),
-        "reason_labels": labels(plan),
         "reason_plan": plan,
         "reason_columns": columns,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ import pytest
 
 from mallscore.errors import EXIT_DRIFT
 from mallscore.scoring import score_customers
+from mallscore.scoring.model import load_model
 from mallscore.settings import Settings
 from mallscore.synth import synth_customers
 from mallscore.warehouse import build, connect
@@ -228,6 +230,9 @@ def test_top_reason_is_the_largest_contribution_on_both_engines_and_in_export_sq
 
         pipe = fit_pipeline()
     _customers(settings, 1500, known=300)
+    # the labels the run declares for top_reason's ENUM (mallscore.labels) are exactly the view's words
+    model = load_model(settings)
+    assert set(model.reason_labels) == set(re.findall(r"'([^']*: [^']*)'", model.reasons_sql))
     reasons = {}
     for engine in ("onnx", "sql"):
         assert score_customers(settings, "all", engine=engine, publish=False)["rows_scored"] == 1800
