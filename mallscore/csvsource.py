@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from mallscore.errors import BadInputError, InputMissingError
+from mallscore.specs import AGE, SPENDING_SCORE
 
 COLUMNS = ("customer_id", "gender", "age", "annual_income", "spending_score")
 
@@ -45,6 +46,31 @@ STAGE_SCHEMA = pa.schema(
         ("plain", pa.bool_()),  # every field in its plain form (see _plain_rows): validation takes a short cut
     ]
 )
+# Rows already parsed (see csv_split): plain and inside the ranges validation checks, so valid as they are.
+PLAIN_SCHEMA = pa.schema(
+    [
+        ("line_no", pa.int64()),
+        ("customer_id", pa.int64()),
+        ("gender", pa.dictionary(pa.int8(), pa.string())),
+        ("age", pa.int32()),
+        ("annual_income", pa.float64()),
+        ("spending_score", pa.int32()),
+    ]
+)
+_GENDERS = pa.StringArray.from_buffers(2, pa.py_buffer(np.array([0, 6, 10], np.int32)), pa.py_buffer(b"FemaleMale"))
+
+
+def _array(values: np.ndarray, kind: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy array as an Arrow array without a copy (``pa.array`` would import pandas: 0.2 s)."""
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = -1 if valid is not None else 0
+    return pa.Array.from_buffers(kind, len(values), [bitmap, pa.py_buffer(values)], null_count=nulls)
+
+
+def plain_ids(batch: pa.RecordBatch) -> np.ndarray:
+    """The customer ids of a PLAIN_SCHEMA batch as a numpy view (no pandas import, no copy)."""
+    column = batch.column("customer_id")
+    return np.frombuffer(column.buffers()[1], np.int64)[column.offset : column.offset + len(column)]
 
 
 def normalise_header(name: str) -> str:
@@ -225,8 +251,14 @@ def _interleaved(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Strin
     return pa.StringArray.from_buffers(2 * k, pa.py_buffer(offsets), pa.py_buffer(block))
 
 
-def _block_batches(block: bytes, first_line: int, layout: _CsvLayout) -> tuple[list[pa.RecordBatch], int]:
-    """Arrow batches (STAGE_SCHEMA) of the rows in one block, and the number of lines it held."""
+def _block_batches(
+    block: bytes, first_line: int, layout: _CsvLayout, split: bool = False
+) -> tuple[list[pa.RecordBatch], int]:
+    """Arrow batches (STAGE_SCHEMA) of the rows in one block, and the number of lines it held.
+
+    ``split``: rows that are plain and inside the ranges come as one PLAIN_SCHEMA batch
+    (parsed here), every other row as before.
+    """
     arr = np.frombuffer(block, np.uint8)
     breaks = np.flatnonzero(arr == 10)
     n = len(breaks)
@@ -246,10 +278,13 @@ def _block_batches(block: bytes, first_line: int, layout: _CsvLayout) -> tuple[l
         grid = seps.reshape(n, w1)
         if (grid[:, 0] >= starts).all() and (grid[:, -1] < ends).all():
             counted = None
-            if layout.width == len(COLUMNS):  # no extra column: count non-digits per line in one pass
+            if layout.width == len(COLUMNS) and not split:  # no extra column: count non-digits per line at once
                 nondigits = ((arr - np.uint8(48)) > 9).view(np.uint8)
                 counted = (np.add.reduceat(nondigits, starts, dtype=np.int32), w1 + 1 + cr_end)
-            return [_fast_rows(block, np.arange(n), starts, ends, grid, first_line, layout, counted)], n
+            rows = np.arange(n)
+            if split:
+                return _split_rows(block, rows, starts, ends, grid, first_line, layout, counted), n
+            return [_fast_rows(block, rows, starts, ends, grid, first_line, layout, counted)], n
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
     if len(quotes):
@@ -261,11 +296,93 @@ def _block_batches(block: bytes, first_line: int, layout: _CsvLayout) -> tuple[l
     rows = np.flatnonzero(regular)
     if len(rows):
         grid = seps[first_sep[rows][:, None] + np.arange(w1)]
-        batches.append(_fast_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout))
+        if split:
+            batches.extend(_split_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout))
+        else:
+            batches.append(_fast_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout))
     others = np.flatnonzero(~regular)
     if len(others):
         batches.append(_parsed_rows(block, others, starts, ends, record_ends, first_line, layout))
     return batches, n
+
+
+def _field_bounds(
+    rows: np.ndarray, row_starts: np.ndarray, row_ends: np.ndarray, grid: np.ndarray, layout: _CsvLayout
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(starts, ends) of each required field of the given rows, in COLUMNS order."""
+    bounds = []
+    for pos in layout.positions:
+        field_starts = row_starts if pos == 0 else grid[:, pos - 1] + 1
+        field_ends = row_ends if pos == layout.width - 1 else grid[:, pos]
+        bounds.append((field_starts, field_ends))
+    return bounds
+
+
+def _digits_value(arr: np.ndarray, bound: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Fields read as numbers: (their int64 values, whether every byte is a digit), for fields of
+    0-18 bytes (an empty field is 0; a longer field's value is garbage)."""
+    starts, ends = bound
+    sizes = ends - starts
+    width = min(int(sizes.max()) if len(sizes) else 0, 18)
+    value = np.zeros(len(starts), np.int32 if width <= 9 else np.int64)
+    nondigit = np.zeros(len(starts), bool)
+    for j in range(width, 0, -1):  # the j-th byte from the right, or 0 where the field is shorter
+        digit = arr.take(ends - j, mode="clip") - np.uint8(48)  # a non-digit wraps above 9
+        digit *= sizes >= j
+        nondigit |= digit > 9
+        value *= 10
+        value += digit
+    return value.astype(np.int64), ~nondigit
+
+
+def _split_rows(
+    block: bytes,
+    rows: np.ndarray,
+    row_starts: np.ndarray,
+    row_ends: np.ndarray,
+    grid: np.ndarray,
+    first_line: int,
+    layout: _CsvLayout,
+    counted: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[pa.RecordBatch]:
+    """Regular rows split in two: those validation would accept as they are, parsed here into one
+    PLAIN_SCHEMA batch, and the rest as raw text (``_fast_rows``), for the full rules.
+
+    Accepted as they are: plain (see ``_plain_rows``) with the age and a given score
+    inside the ranges of :mod:`mallscore.specs`, the same ranges validation applies.
+    """
+    arr = np.frombuffer(block, np.uint8)
+    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout)
+    (customer_id, id_ok), (age, age_ok), (income, income_ok), (score, score_ok) = (
+        _digits_value(arr, bounds[i]) for i in (0, 2, 3, 4)
+    )
+    plain = _plain_rows(arr, bounds, digits=id_ok & age_ok & income_ok & score_ok)
+    has_score = bounds[4][1] > bounds[4][0]
+    sure = plain & (age >= AGE.min) & (age <= AGE.max)
+    sure &= ~has_score | ((score >= SPENDING_SCORE.min) & (score <= SPENDING_SCORE.max))
+    batches = []
+    if sure.any():
+        male = (bounds[1][1] - bounds[1][0]) == 4  # a plain gender is Male or Female
+        pick = np.flatnonzero(sure) if not sure.all() else slice(None)
+        batches.append(
+            pa.RecordBatch.from_arrays(
+                [
+                    _array((first_line + rows[pick]).astype(np.int64), pa.int64()),
+                    _array(np.ascontiguousarray(customer_id[pick]), pa.int64()),
+                    pa.DictionaryArray.from_arrays(_array(male[pick].view(np.int8), pa.int8()), _GENDERS),
+                    _array(age[pick].astype(np.int32), pa.int32()),
+                    _array(income[pick].astype(np.float64), pa.float64()),
+                    _array(score[pick].astype(np.int32), pa.int32(), valid=has_score[pick]),
+                ],
+                schema=PLAIN_SCHEMA,
+            )
+        )
+    if not sure.all():
+        other = np.flatnonzero(~sure)
+        batches.append(
+            _fast_rows(block, rows[other], row_starts[other], row_ends[other], grid[other], first_line, layout)
+        )
+    return batches
 
 
 def _fast_rows(
@@ -284,12 +401,8 @@ def _fast_rows(
     the gender's (separators, line break), when every line of the block is a row.
     """
     k = len(rows)
-    columns, bounds = [], []
-    for pos in layout.positions:
-        field_starts = row_starts if pos == 0 else grid[:, pos - 1] + 1
-        field_ends = row_ends if pos == layout.width - 1 else grid[:, pos]
-        columns.append(_interleaved(block, field_starts, field_ends))
-        bounds.append((field_starts, field_ends))
+    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout)
+    columns = [_interleaved(block, field_starts, field_ends) for field_starts, field_ends in bounds]
     line_no = np.zeros(2 * k, np.int64)
     line_no[0::2] = first_line + rows
     line_nos = pa.Array.from_buffers(pa.int64(), 2 * k, [None, pa.py_buffer(line_no)])
@@ -304,6 +417,8 @@ def _plain_rows(
     bounds: list[tuple[np.ndarray, np.ndarray]],
     line_nondigits: np.ndarray | None = None,
     line_extra: np.ndarray | None = None,
+    *,
+    digits: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rows whose fields are all in their plain form, which validation reads with plain casts.
 
@@ -314,7 +429,9 @@ def _plain_rows(
     """
     last = len(arr) - 1
     (id_b, gender_b, age_b, income_b, score_b) = bounds
-    if line_nondigits is None:  # count the non-digit bytes of each number field
+    if digits is not None:  # the number fields' bytes are known to be digits or not
+        pass
+    elif line_nondigits is None:  # count the non-digit bytes of each number field
         nondigits = np.zeros(len(arr) + 1, np.int32)
         np.cumsum((arr - np.uint8(48)) > 9, dtype=np.int32, out=nondigits[1:])
         digits = np.ones(len(id_b[0]), bool)
@@ -330,15 +447,22 @@ def _plain_rows(
         ok &= (size == 1) | (arr[np.minimum(starts, last)] != 48)
         return ok | (size == 0) if empty_ok else ok
 
-    def word(text: bytes) -> np.ndarray:
-        starts, ends = gender_b
-        ok = ends - starts == len(text)
-        for i, byte in enumerate(text):
-            ok &= arr[np.minimum(starts + i, last)] == byte
-        return ok
+    # the four bytes at every offset as one little-endian number: a word is compared in one or two reads
+    quads = np.ndarray((max(len(arr) - 3, 0),), "<u4", buffer=arr, strides=(1,))
+
+    def quad(at: np.ndarray, text: bytes) -> np.ndarray:
+        return quads.take(at, mode="clip") == int.from_bytes(text.ljust(4, b"\0")[:4], "little")
+
+    g_starts, g_ends = gender_b
+    g_size = g_ends - g_starts
+    if len(quads):
+        male = (g_size == 4) & quad(g_starts, b"Male")
+        female = (g_size == 6) & quad(g_starts, b"Fema") & quad(g_starts + 2, b"male")
+    else:  # a block of three bytes or fewer holds no gender
+        male = female = np.zeros(len(g_starts), bool)
 
     return (
-        (word(b"Male") | word(b"Female"))
+        (male | female)
         & digits
         & number(id_b, 18)
         & number(age_b, 3)
@@ -384,13 +508,32 @@ def _parsed_rows(
     return pa.RecordBatch.from_pydict(columns, schema=STAGE_SCHEMA)
 
 
-def csv_batches(layout: _CsvLayout, block_bytes: int) -> Iterator[pa.RecordBatch]:
+def csv_batches(layout: _CsvLayout, block_bytes: int, split: bool = False) -> Iterator[pa.RecordBatch]:
     csv.field_size_limit(sys.maxsize)
     line = layout.first_line
     for block in _utf8_blocks(layout, block_bytes):
-        batches, lines = _block_batches(block, line, layout)
+        batches, lines = _block_batches(block, line, layout, split)
         yield from batches
         line += lines
+
+
+def csv_layout(path: Path) -> _CsvLayout:
+    """Sniff and read the header: raises the whole-file errors (missing, empty, binary, JSON, header)."""
+    path = Path(path)
+    encoding = _sniff_encoding_and_shape(path)
+    try:
+        return read_header(path, encoding)
+    except RetryLatin1:
+        return read_header(path, "latin-1")
+
+
+def csv_split(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
+    """``csv_chunks``, with the rows validation would accept as they are already parsed (PLAIN_SCHEMA batches).
+
+    Every other row comes as raw text (STAGE_SCHEMA), in file order. Whole-file
+    errors are raised at once, before the first batch is asked for.
+    """
+    return csv_batches(csv_layout(path), block_bytes, split=True)
 
 
 def csv_chunks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
@@ -402,10 +545,4 @@ def csv_chunks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.Record
     Raises the whole-file errors (missing, empty, binary, JSON, header) at once,
     before the first batch is asked for.
     """
-    path = Path(path)
-    encoding = _sniff_encoding_and_shape(path)
-    try:
-        layout = read_header(path, encoding)
-    except RetryLatin1:
-        layout = read_header(path, "latin-1")
-    return csv_batches(layout, block_bytes)
+    return csv_batches(csv_layout(path), block_bytes)

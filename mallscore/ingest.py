@@ -14,6 +14,14 @@ the block (no Python loop over rows). Only lines that need real CSV parsing
 (quotes, blank lines, the wrong number of fields) go through Python's ``csv``
 module, one line at a time. Memory stays flat: a block in Python, and DuckDB
 capped at ``INGEST_MEMORY_LIMIT`` (it spills to ``<warehouse>.tmp`` beyond it).
+
+A CSV load into an empty ``raw_customers`` (a first load, or after a rebuild)
+writes its rows once (:func:`_load_direct`): the reader parses the rows the rules
+accept as they are (plain fields inside the ranges) and they stream straight
+into ``raw_customers``; only the other lines go through the stage. When that
+cannot give exactly what the stage gives (an id on two lines, more than
+``SIDE_ROWS_LIMIT`` other lines, customers already loaded), the load runs
+through the stage instead, in a new transaction: the result is the same.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,20 +49,32 @@ import pyarrow as pa
 from mallscore.csvsource import (
     BLOCK_BYTES,
     COLUMNS,
+    PLAIN_SCHEMA,
     STAGE_SCHEMA,
     RetryLatin1,
     csv_batches,
     csv_chunks,
+    csv_split,
     map_header,
+    plain_ids,
     read_header,
 )
 from mallscore.errors import MallscoreError
+from mallscore.specs import AGE, SPENDING_SCORE
 from mallscore.warehouse import sql_query
 
 __all__ = ["BLOCK_BYTES", "COLUMNS", "STAGE_SCHEMA", "csv_chunks", "map_header"]  # re-exported
 
 CHUNK_ROWS = 50_000  # rows per chunk of a database source
 INGEST_MEMORY_LIMIT = "128MB"  # DuckDB's memory during a load; beyond it, it spills to <warehouse>.tmp
+SIDE_ROWS_LIMIT = 200_000  # lines a direct load holds in memory for the stage; beyond, the load takes the stage
+# The ranges validation applies (validate_customers.sql), the model inputs' own: one definition.
+RULE_PARAMS = {
+    "age_min": int(AGE.min),
+    "age_max": int(AGE.max),
+    "score_min": int(SPENDING_SCORE.min),
+    "score_max": int(SPENDING_SCORE.max),
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,7 @@ class LoadResult:
     updated: int
     unchanged: int
     source: str
+    route: str = "stage"  # "direct": its plain rows went straight into raw_customers (see _load_direct)
 
     def as_dict(self) -> dict:
         """The result as a JSON-ready dict."""
@@ -150,7 +171,7 @@ def load_chunks(
     try:
         con.register("incoming_customers", stream.reader())
         try:
-            con.execute(sql_query("ingest/validate_customers"))
+            con.execute(sql_query("ingest/validate_customers"), RULE_PARAMS)
         except duckdb.Error:
             if stream.error is not None:
                 raise stream.error from None
@@ -207,22 +228,136 @@ def _read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         stop.set()  # the consumer stopped (done, failed or abandoned): the thread ends at its next step
 
 
-def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, *, name: str | None = None) -> LoadResult:
-    """Load one customers CSV file (see module docstring for the rules); ``name`` is recorded as its source."""
+def ingest_csv(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    name: str | None = None,
+    direct: bool = True,
+    block_bytes: int = BLOCK_BYTES,
+) -> LoadResult:
+    """Load one customers CSV file (see module docstring for the rules); ``name`` is recorded as its source.
+
+    ``direct=False`` always takes the stage (tests compare the two routes).
+    """
     path = Path(path)
     source = f"csv:{name or path.name}"
     try:
-        return load_chunks(con, _read_ahead(csv_chunks(path)), source=source)
+        if direct:
+            try:
+                return _load_direct(con, csv_split(path, block_bytes), source)
+            except _TakeTheStage:
+                pass
+        return load_chunks(con, _read_ahead(csv_chunks(path, block_bytes)), source=source)
     except RetryLatin1:
-        return load_chunks(con, _read_ahead(csv_batches(read_header(path, "latin-1"), BLOCK_BYTES)), source=source)
+        return load_chunks(con, _read_ahead(csv_batches(read_header(path, "latin-1"), block_bytes)), source=source)
 
 
-def _reject_and_upsert(con: duckdb.DuckDBPyConnection, load_id: str, source: str, started: datetime) -> LoadResult:
+class _TakeTheStage(Exception):
+    """A direct load cannot give exactly what the stage gives here: it was rolled back, load through the stage."""
+
+
+class _Router:
+    """The reader's batches split for a direct load: plain ones streamed to DuckDB, the others kept for the stage."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self.error: BaseException | None = None
+        self.side: list[pa.RecordBatch] = []
+        self.side_rows = 0
+        self.plain_rows = 0
+        self.increasing = True  # every plain row's id above the one before: no id is on two plain rows
+        self._last = None
+        self._batches = batches
+
+    def _plain(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                if batch.schema is not PLAIN_SCHEMA and not batch.schema.equals(PLAIN_SCHEMA):
+                    self.side.append(batch)
+                    self.side_rows += batch.num_rows
+                    if self.side_rows > 2 * SIDE_ROWS_LIMIT:  # filler rows included (see csv_chunks)
+                        raise _TakeTheStage(f"more than {SIDE_ROWS_LIMIT:,} lines need the full rules")
+                    continue
+                ids = plain_ids(batch)
+                if self.increasing and len(ids):
+                    self.increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
+                    self._last = ids[-1]
+                self.plain_rows += batch.num_rows
+                yield batch
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(PLAIN_SCHEMA, self._plain())
+
+    def side_table(self) -> pa.Table:
+        return pa.Table.from_batches(self.side, STAGE_SCHEMA)
+
+
+def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatch], source: str) -> LoadResult:
+    """A CSV load (``csv_split``'s batches) that writes its plain rows once, straight into an empty
+    ``raw_customers``. Raises _TakeTheStage (after rolling back) where only the stage is exact.
+    """
+    load_id, started = new_load_id(), datetime.now(UTC).replace(tzinfo=None)
+    router = _Router(_read_ahead(batches))
+    before = _tuned(con)
+    con.begin()
+    try:
+        if con.execute("select count(*) > 0 from (select 1 from raw_customers limit 1)").fetchall()[0][0]:
+            raise _TakeTheStage("customers are already loaded: the upsert compares them in the stage")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        con.register("plain_customers", router.reader())
+        try:
+            written = con.execute(sql_query("ingest/insert_plain"), {**RULE_PARAMS, "load_id": load_id, "now": now})
+            written = written.fetchall()[0][0]
+        except duckdb.Error:
+            if router.error is not None:
+                raise router.error from None
+            raise
+        finally:
+            _quietly(con.unregister, "plain_customers")
+        if written != router.plain_rows:
+            raise _TakeTheStage(f"{router.plain_rows - written} plain rows failed the rules")
+        con.register("incoming_customers", router.side_table())
+        try:
+            con.execute(sql_query("ingest/validate_customers"), RULE_PARAMS)
+        finally:
+            _quietly(con.unregister, "incoming_customers")
+        router.side.clear()
+        clashes = con.execute(sql_query("ingest/plain_clashes"), {"load_id": load_id}).fetchall()[0][0]
+        if not clashes and not router.increasing:
+            clashes = con.execute(sql_query("ingest/plain_repeats"), {"load_id": load_id}).fetchall()[0][0]
+        if clashes:
+            raise _TakeTheStage("an id is given on more than one line")
+        result = replace(_reject_and_upsert(con, load_id, source, started, now=now, plain=written), route="direct")
+        con.execute("drop table mallscore_ingest_stage")
+        con.execute("drop table ingest_duplicate_ids")
+        con.commit()
+    except BaseException:
+        _quietly(con.rollback)
+        raise
+    finally:
+        _quietly(_restore, con, before)
+    return result
+
+
+def _reject_and_upsert(
+    con: duckdb.DuckDBPyConnection,
+    load_id: str,
+    source: str,
+    started: datetime,
+    *,
+    now: datetime | None = None,
+    plain: int = 0,
+) -> LoadResult:
+    """Apply the whole-input rule, quarantine, upsert and record the load; ``plain``: rows already written."""
     con.execute(sql_query("ingest/duplicate_ids"))
     if con.execute("select count(*) from ingest_duplicate_ids").fetchone()[0]:
         con.execute(sql_query("ingest/mark_duplicates"))
     rows_in, rejected, inserted, updated, unchanged = con.execute(sql_query("ingest/count_changes")).fetchone()
-    now = datetime.now(UTC).replace(tzinfo=None)
+    rows_in, inserted = rows_in + plain, inserted + plain
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     if rejected:
         con.execute(sql_query("ingest/insert_rejected"), {"load_id": load_id, "now": now})
     if updated:

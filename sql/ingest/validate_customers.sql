@@ -10,6 +10,8 @@
 -- mallscore/ingest.py) is read with plain casts and only its ranges are checked; its raw text
 -- is not kept, because it is exactly what its parsed values print as (insert_rejected.sql).
 -- Every case below gives the same result for a plain row as the full rules would.
+-- The ranges ($age_min..$age_max, $score_min..$score_max) are the model inputs' own, from
+-- mallscore/specs.py: the loader passes them, and the CSV reader uses the same ones (csv_split).
 create or replace table mallscore_ingest_stage as
 with incoming as (
     select * from incoming_customers
@@ -60,7 +62,8 @@ checked as (
     select
         *,
         case
-            when plain and age_value between 12 and 120 and (score_text = '' or score_value between 1 and 100)
+            when plain and age_value between $age_min and $age_max
+                and (score_text = '' or score_value between $score_min and $score_max)
                 then null
             when id_text = '' then 'customer_id is missing'
             when customer_id is null and regexp_full_match(id_text, '[+-]?[0-9]+')
@@ -76,8 +79,8 @@ checked as (
                 then 'age "' || left(age_text, 40) || '" is not a number'
             when age_value <> floor(age_value)
                 then 'age ' || age_text || ' is not a whole number of years'
-            when age_value < 12 or age_value > 120
-                then 'age ' || age_text || ' is outside 12..120'
+            when age_value < $age_min or age_value > $age_max
+                then 'age ' || age_text || ' is outside ' || $age_min || '..' || $age_max
             when income_text = '' then 'annual income is missing'
             when income_value is null or not isfinite(income_value)
                 then 'annual income "' || left(income_text, 40) || '" is not a number'
@@ -87,8 +90,8 @@ checked as (
                 then 'spending score "' || left(score_text, 40) || '" is not a number (leave it empty for a new customer)'
             when score_text <> '' and score_value <> floor(score_value)
                 then 'spending score ' || score_text || ' is not a whole number'
-            when score_text <> '' and (score_value < 1 or score_value > 100)
-                then 'spending score ' || score_text || ' is outside 1..100'
+            when score_text <> '' and (score_value < $score_min or score_value > $score_max)
+                then 'spending score ' || score_text || ' is outside ' || $score_min || '..' || $score_max
         end as reason
     from parsed
 ),

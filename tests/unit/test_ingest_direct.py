@@ -1,0 +1,109 @@
+"""A CSV load into an empty raw_customers writes its plain rows straight into it (the direct route):
+it must write exactly what the stage writes, and take the stage wherever only the stage is exact.
+
+Every test loads the same file twice, into two fresh warehouses: once as users do
+(``ingest_csv``) and once forced through the stage (``direct=False``), and compares
+every row the loads wrote (customers, rejected rows with their reasons, line
+numbers and raw text, the counts in ``ingest_loads``) and the route taken.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mallscore import ingest
+from mallscore.ingest import ingest_csv
+from mallscore.warehouse import build, connect
+from tests.unit.test_ingest_stream import LINES, H, _written
+
+# The stream corpus without its ids given twice: every line kind, and a load the direct route can take.
+UNIQUE = [line for line in LINES if not line.startswith(("9,Female", "10,Male"))]
+
+
+def _load_both(tmp_path, text: str, *, block_bytes: int = 1 << 20, before: str | None = None):
+    path = tmp_path / "c.csv"
+    path.write_text(text)
+    results, written = [], []
+    for name, direct in (("direct", True), ("stage", False)):
+        con = connect(tmp_path / f"{name}.duckdb")
+        try:
+            build(con)
+            if before is not None:
+                first = tmp_path / "first.csv"
+                first.write_text(before)
+                ingest_csv(con, first, direct=False)
+            results.append(ingest_csv(con, path, direct=direct, block_bytes=block_bytes))
+            written.append(_written(con))
+        finally:
+            con.close()
+    assert written[0] == written[1]
+    assert results[1].route == "stage"
+    return results[0], written[0]
+
+
+@pytest.mark.parametrize("block_bytes", [16, 97, 1 << 20])
+def test_the_direct_route_writes_what_the_stage_writes(tmp_path, block_bytes):
+    result, (rejected, customers, counts) = _load_both(
+        tmp_path, H + "\n" + "\n".join(UNIQUE) + "\n", block_bytes=block_bytes
+    )
+    assert result.route == "direct"
+    reasons = {line: reason for line, reason, _, _ in rejected}
+    # plain rows outside the ranges were routed to the full rules, with their line numbers
+    assert (
+        "age 11 is outside 12..120" in reasons.values() and "spending score 101 is outside 1..100" in reasons.values()
+    )
+    assert counts[0][:3] == (result.rows_in_file, result.loaded, result.rejected)
+    assert len(customers) == result.loaded and len(rejected) == result.rejected
+
+
+def test_ids_out_of_order_load_directly(tmp_path):
+    rows = [
+        f"{i},{'Male' if i % 3 else 'Female'},{20 + i % 60},{i % 150},{'' if i % 7 == 0 else 1 + i % 100}"
+        for i in (5, 3, 9, 1, 2, 8, 7, 4, 6)
+    ]
+    result, _ = _load_both(tmp_path, H + "\n" + "\n".join(rows) + "\n")
+    assert result.route == "direct" and result.loaded == 9
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["1,Male,30,50,40", "2,Male,30,50,40", "1,Female,31,60,"],  # two plain lines, ids not in order
+        ["1,Male,30,50,40", "2,Male,30,50,40", "2,Female,31,60,"],  # two plain lines, ids in order
+        ["1,Male,30,50,40", "2,Male,30,50,40", "1,male,31,60,"],  # a plain line and one for the full rules
+        ["1,Male,30,50,40", "2,Male,30,50,40", "1,Robot,31,60,"],  # and a rejected one: it still counts
+        ["1,Male,30,50,40", "2,Male,30,50,40", "2,Male,30,50"],  # and one with a field missing
+    ],
+)
+def test_an_id_on_two_lines_takes_the_stage(tmp_path, lines):
+    result, (rejected, _, _) = _load_both(tmp_path, H + "\n" + "\n".join(lines) + "\n")
+    assert result.route == "stage"
+    assert len(rejected) >= 2
+
+
+def test_customers_already_loaded_take_the_stage(tmp_path):
+    first = H + "\n1,Male,30,50,40\n2,Female,41,70,\n"
+    result, (_, customers, counts) = _load_both(
+        tmp_path, H + "\n1,Male,30,50,40\n2,Female,42,70,\n3,Male,50,60,20\n", before=first
+    )
+    assert result.route == "stage"
+    assert counts[-1][3:] == (1, 1, 1)  # inserted, updated, unchanged
+
+
+def test_more_lines_for_the_full_rules_than_the_limit_take_the_stage(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "SIDE_ROWS_LIMIT", 3)
+    lines = [f"{i},male,30,50,40" for i in range(1, 8)] + [f"{i},Male,30,50,40" for i in range(8, 20)]
+    result, (_, customers, _) = _load_both(tmp_path, H + "\n" + "\n".join(lines) + "\n")
+    assert result.route == "stage" and len(customers) == 19
+
+
+def test_a_small_side_load_stays_direct(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "SIDE_ROWS_LIMIT", 3)
+    lines = [f"{i},male,30,50,40" for i in range(1, 3)] + [f"{i},Male,30,50,40" for i in range(3, 20)]
+    result, (_, customers, _) = _load_both(tmp_path, H + "\n" + "\n".join(lines) + "\n")
+    assert result.route == "direct" and len(customers) == 19
+
+
+def test_an_empty_file_with_a_header_loads_nothing_directly(tmp_path):
+    result, (rejected, customers, counts) = _load_both(tmp_path, H + "\n")
+    assert (result.route, result.rows_in_file, rejected, customers) == ("direct", 0, [], [])
