@@ -15,13 +15,14 @@ the block (no Python loop over rows). Only lines that need real CSV parsing
 module, one line at a time. Memory stays flat: a block in Python, and DuckDB
 capped at ``INGEST_MEMORY_LIMIT`` (it spills to ``<warehouse>.tmp`` beyond it).
 
-A CSV load into an empty ``raw_customers`` (a first load, or after a rebuild)
-writes its rows once (:func:`_load_direct`): the reader parses the rows the rules
-accept as they are (plain fields inside the ranges) and they stream straight
-into ``raw_customers``; only the other lines go through the stage. When that
-cannot give exactly what the stage gives (an id on two lines, more than
-``SIDE_ROWS_LIMIT`` other lines, customers already loaded), the load runs
-through the stage instead, in a new transaction: the result is the same.
+A CSV load of new customers (a first load, or a night's new customers) writes
+its rows once (:func:`_load_direct`, the direct route): the reader parses the rows
+the rules accept as they are (plain fields inside the ranges) and they stream
+straight into ``raw_customers``; only the other lines go through the stage. When
+that cannot give exactly what the stage gives (a plain row updates a customer
+already loaded, an id on two lines, more than ``SIDE_ROWS_LIMIT`` other lines),
+the load is rolled back and runs through the stage, in a new transaction: the
+result is the same. ``LoadResult.route`` says which route a load took.
 """
 
 from __future__ import annotations
@@ -268,22 +269,37 @@ class _Router:
         self.increasing = True  # every plain row's id above the one before: no id is on two plain rows
         self._last = None
         self._batches = batches
+        self._routed = self._route()
+        self._head: list[pa.RecordBatch] = []
+
+    def _route(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            if batch.schema is not PLAIN_SCHEMA and not batch.schema.equals(PLAIN_SCHEMA):
+                self.side.append(batch)
+                self.side_rows += batch.num_rows
+                if self.side_rows > 2 * SIDE_ROWS_LIMIT:  # filler rows included (see csv_chunks)
+                    raise _TakeTheStage(f"more than {SIDE_ROWS_LIMIT:,} lines need the full rules")
+                continue
+            ids = plain_ids(batch)
+            if self.increasing and len(ids):
+                self.increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
+                self._last = ids[-1]
+            self.plain_rows += batch.num_rows
+            yield batch
+
+    def peek(self) -> pa.RecordBatch | None:
+        """The first plain batch (read now, streamed first later), or None when there is none."""
+        if not self._head:
+            try:
+                self._head.append(next(self._routed))
+            except StopIteration:
+                return None
+        return self._head[0]
 
     def _plain(self) -> Iterator[pa.RecordBatch]:
         try:
-            for batch in self._batches:
-                if batch.schema is not PLAIN_SCHEMA and not batch.schema.equals(PLAIN_SCHEMA):
-                    self.side.append(batch)
-                    self.side_rows += batch.num_rows
-                    if self.side_rows > 2 * SIDE_ROWS_LIMIT:  # filler rows included (see csv_chunks)
-                        raise _TakeTheStage(f"more than {SIDE_ROWS_LIMIT:,} lines need the full rules")
-                    continue
-                ids = plain_ids(batch)
-                if self.increasing and len(ids):
-                    self.increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
-                    self._last = ids[-1]
-                self.plain_rows += batch.num_rows
-                yield batch
+            yield from self._head
+            yield from self._routed
         except BaseException as exc:
             self.error = exc
             raise
@@ -295,22 +311,32 @@ class _Router:
         return pa.Table.from_batches(self.side, STAGE_SCHEMA)
 
 
+def _count(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> int:
+    return int(con.execute(sql_query(name), params or {}).fetchall()[0][0])
+
+
 def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatch], source: str) -> LoadResult:
-    """A CSV load (``csv_split``'s batches) that writes its plain rows once, straight into an empty
-    ``raw_customers``. Raises _TakeTheStage (after rolling back) where only the stage is exact.
+    """A CSV load (``csv_split``'s batches) whose plain rows are new customers: they are written once,
+    straight into ``raw_customers``. Raises _TakeTheStage (after rolling back) where only the stage is
+    exact: a plain row updates a customer already loaded, an id is on two lines, too many other lines.
     """
     load_id, started = new_load_id(), datetime.now(UTC).replace(tzinfo=None)
     router = _Router(_read_ahead(batches))
     before = _tuned(con)
     con.begin()
     try:
-        if con.execute("select count(*) > 0 from (select 1 from raw_customers limit 1)").fetchall()[0][0]:
-            raise _TakeTheStage("customers are already loaded: the upsert compares them in the stage")
+        known = _count(con, "ingest/has_customers") > 0
+        if known and (head := router.peek()) is not None:  # updates usually show in the first block already
+            con.register("plain_head", head)
+            try:
+                if _count(con, "ingest/plain_known"):
+                    raise _TakeTheStage("the file updates customers already loaded: the stage compares them")
+            finally:
+                _quietly(con.unregister, "plain_head")
         now = datetime.now(UTC).replace(tzinfo=None)
         con.register("plain_customers", router.reader())
         try:
-            written = con.execute(sql_query("ingest/insert_plain"), {**RULE_PARAMS, "load_id": load_id, "now": now})
-            written = written.fetchall()[0][0]
+            written = _count(con, "ingest/insert_plain", {**RULE_PARAMS, "load_id": load_id, "now": now})
         except duckdb.Error:
             if router.error is not None:
                 raise router.error from None
@@ -319,15 +345,17 @@ def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatc
             _quietly(con.unregister, "plain_customers")
         if written != router.plain_rows:
             raise _TakeTheStage(f"{router.plain_rows - written} plain rows failed the rules")
+        if known and _count(con, "ingest/plain_updates", {"load_id": load_id}):
+            raise _TakeTheStage("the file updates customers already loaded: the stage compares them")
         con.register("incoming_customers", router.side_table())
         try:
             con.execute(sql_query("ingest/validate_customers"), RULE_PARAMS)
         finally:
             _quietly(con.unregister, "incoming_customers")
         router.side.clear()
-        clashes = con.execute(sql_query("ingest/plain_clashes"), {"load_id": load_id}).fetchall()[0][0]
+        clashes = _count(con, "ingest/plain_clashes", {"load_id": load_id})
         if not clashes and not router.increasing:
-            clashes = con.execute(sql_query("ingest/plain_repeats"), {"load_id": load_id}).fetchall()[0][0]
+            clashes = _count(con, "ingest/plain_repeats", {"load_id": load_id})
         if clashes:
             raise _TakeTheStage("an id is given on more than one line")
         result = replace(_reject_and_upsert(con, load_id, source, started, now=now, plain=written), route="direct")

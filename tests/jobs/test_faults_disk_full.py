@@ -104,10 +104,14 @@ def counts(path: Path) -> tuple:
 
 
 @pytest.mark.slow
-def test_ingest_on_a_full_disk_fails_cleanly_and_succeeds_after_space_is_freed(small_disk, tmp_path):
+@pytest.mark.parametrize(
+    "first_rows, route",
+    [(5_000, "stage"), (0, "direct")],  # an upsert over customers already loaded; a first load, written once
+)
+def test_ingest_on_a_full_disk_fails_cleanly_and_succeeds_after_space_is_freed(small_disk, tmp_path, first_rows, route):
     settings = Settings(warehouse=small_disk / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models")
     first, big = tmp_path / "first.csv", tmp_path / "big.csv"
-    write_csv(generate(5_000, seed=1), first)
+    write_csv(generate(first_rows, seed=1), first)
     write_csv(generate(300_000, seed=2, first_id=10_001), big)
     assert run(settings, "ingest", first).returncode == 0
     before = counts(settings.warehouse)
@@ -122,8 +126,9 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_succeeds_after_space_is_freed(s
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert (result["rows_in_file"], result["loaded"], result["inserted"]) == (300_000, 300_000, 300_000)
+    assert result["route"] == route
     (rows, _), loads, _, _ = counts(settings.warehouse)
-    assert rows == 305_000 and len(loads) == 2 and loads[-1][1:] == (300_000, 300_000)
+    assert rows == first_rows + 300_000 and len(loads) == 2 and loads[-1][1:] == (300_000, 300_000)
 
 
 @pytest.mark.slow

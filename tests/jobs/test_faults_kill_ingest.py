@@ -69,15 +69,20 @@ def _kill(proc, kind: str, draw: float, warehouse: Path, wall: float) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path):
+@pytest.mark.parametrize(
+    "first_rows, route",
+    [(FIRST, "stage"), (0, "direct")],  # an upsert over customers already loaded; a first load, written once
+)
+def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, first_rows, route):
     big, first = tmp_path / "big.csv", tmp_path / "first.csv"
     write_csv(generate(ROWS, seed=5, first_id=FIRST + 1), big)
-    write_csv(generate(FIRST, seed=6), first)
+    write_csv(generate(first_rows, seed=6), first)
+    loads_with_customers = 2 if first_rows else 1
     base = Settings(warehouse=tmp_path / "base" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=5)
     proc = start_cli(base, "ingest", str(first))
     assert proc.wait(timeout=120) == 0, proc.communicate()
     before = _state(base.warehouse)
-    assert before[0] == [(FIRST, FIRST, 0, FIRST)]
+    assert before[0] == [(first_rows, first_rows, 0, first_rows)]
 
     def fresh(name: str) -> Settings:
         settings = Settings(warehouse=tmp_path / name / "mallscore.duckdb", models_dir=base.models_dir, lock_timeout=5)
@@ -87,11 +92,14 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path):
 
     measured = fresh("measured")
     started = time.monotonic()
-    proc = start_cli(measured, "ingest", str(big))
-    assert proc.wait(timeout=300) == 0, proc.communicate()
+    proc = start_cli(measured, "ingest", str(big), "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
     wall = time.monotonic() - started
+    assert json.loads(out)["route"] == route
     whole = _state(measured.warehouse)
-    assert whole[0][-1] == (ROWS, ROWS, 0, ROWS) and whole[1] == (FIRST + ROWS, FIRST + ROWS, 2)
+    rows = first_rows + ROWS
+    assert whole[0][-1] == (ROWS, ROWS, 0, ROWS) and whole[1] == (rows, rows, loads_with_customers)
 
     rng = random.Random(SEED)
     outcomes = []
@@ -115,5 +123,6 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path):
         assert again.returncode == 0, f"{where}: the next ingest failed: {err}"
         result = json.loads(out)
         assert result["rows_in_file"] == ROWS and result["loaded"] == ROWS, where
-        assert _state(settings.warehouse)[1] == (FIRST + ROWS, FIRST + ROWS, 2), where
+        assert result["route"] == (route if outcomes[-1] == "nothing" else "stage"), where  # over a whole load: upsert
+        assert _state(settings.warehouse)[1] == (rows, rows, loads_with_customers), where
     assert "nothing" in outcomes, outcomes  # at least one kill landed inside the load (the write trigger does)

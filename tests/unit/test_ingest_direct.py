@@ -81,13 +81,27 @@ def test_an_id_on_two_lines_takes_the_stage(tmp_path, lines):
     assert len(rejected) >= 2
 
 
-def test_customers_already_loaded_take_the_stage(tmp_path):
+@pytest.mark.parametrize("block_bytes", [32, 1 << 20])  # the update in the first block, or only in a later one
+def test_a_load_that_updates_customers_takes_the_stage(tmp_path, block_bytes):
     first = H + "\n1,Male,30,50,40\n2,Female,41,70,\n"
     result, (_, customers, counts) = _load_both(
-        tmp_path, H + "\n1,Male,30,50,40\n2,Female,42,70,\n3,Male,50,60,20\n", before=first
+        tmp_path,
+        H + "\n5,Male,50,60,20\n6,Male,50,60,20\n1,Male,30,50,40\n2,Female,42,70,\n3,Male,50,60,20\n",
+        before=first,
+        block_bytes=block_bytes,
     )
     assert result.route == "stage"
-    assert counts[-1][3:] == (1, 1, 1)  # inserted, updated, unchanged
+    assert counts[-1][3:] == (3, 1, 1)  # inserted, updated, unchanged
+    assert len(customers) == 5
+
+
+def test_new_customers_over_customers_already_loaded_load_directly(tmp_path):
+    first = H + "\n1,Male,30,50,40\n2,Female,41,70,\n"
+    result, (_, customers, counts) = _load_both(
+        tmp_path, H + "\n3,Male,30,50,40\n4,Female,42,70,\n5,male,50,60,20\n2,female,42,70,\n", before=first
+    )
+    assert result.route == "direct"  # the plain rows are new; the one update is a line for the full rules
+    assert counts[-1][3:] == (3, 1, 0) and len(customers) == 5
 
 
 def test_more_lines_for_the_full_rules_than_the_limit_take_the_stage(tmp_path, monkeypatch):
