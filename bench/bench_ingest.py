@@ -8,7 +8,13 @@
    fresh database file (the same file, the same disk, one after the other).
    Targets: ingest time <= 2x read_csv at the large size; peak RSS growth from the
    small to the large file <= 1.2x, and under 512 MiB at the large size.
-2. bad rows: BENCH_INGEST_BAD_ROWS (default 1,000,000) rows of which 1% are broken
+   Every ingest here is a first load (the direct route: rows written once).
+2. nights: a warehouse that holds the large file's customers gets a file of as many
+   new customers (the direct route, checked against the customers already loaded),
+   then the large file again, every customer unchanged (the stage route: old and new
+   values compared). Each is timed beside read_csv of the same file; no target, the
+   figures say what a nightly load costs on a warehouse of that size.
+3. bad rows: BENCH_INGEST_BAD_ROWS (default 1,000,000) rows of which 1% are broken
    in known ways (bad gender, age, income, score or id, a missing field, an id on two
    lines). The rejected count must equal the clean-room count of the broken lines
    made by the generator. DuckDB's read_csv with store_rejects is timed beside it.
@@ -66,11 +72,14 @@ def launch(args: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return float(wall), int(maxrss_kib) * 1024, out
 
 
-def ingest(csv_path: Path, root: Path) -> tuple[float, int, dict]:
-    shutil.rmtree(root, ignore_errors=True)
+def ingest(csv_path: Path, root: Path, keep: bool = False) -> tuple[float, int, dict]:
+    """``mallscore ingest`` into a fresh warehouse under ``root`` (or the one there, with ``keep``)."""
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     env = {**os.environ, "MALLSCORE_WAREHOUSE": str(root / "mallscore.duckdb"), "PYTHONPATH": str(REPO)}
     wall, rss, out = launch([sys.executable, "-m", "mallscore", "ingest", str(csv_path), "--json"], env)
-    shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
     return wall, rss, json.loads(out)
 
 
@@ -80,6 +89,35 @@ def read_csv(csv_path: Path, root: Path, mode: str = "plain") -> tuple[float, in
     wall, rss, out = launch([sys.executable, "-c", READ_CSV, str(root / "t.duckdb"), str(csv_path), mode])
     shutil.rmtree(root, ignore_errors=True)
     return wall, rss, int(out)
+
+
+def bench_nights(tmp: Path, repeats: int) -> dict:
+    rows = _env_int("BENCH_INGEST_LARGE_ROWS", 10_000_000)
+    first, new = tmp / "night_first.csv", tmp / "night_new.csv"
+    write_csv(generate(rows, seed=7), first)
+    write_csv(generate(rows, seed=11, first_id=rows + 1), new)
+    results = {}
+    for name, path, route in (("new customers", new, "direct"), ("the same customers again", first, "stage")):
+        ours, base = [], []
+        for _ in range(repeats):
+            root = tmp / "night"
+            shutil.rmtree(root, ignore_errors=True)
+            ingest(first, root, keep=True)  # the warehouse of the night before, rebuilt for every repeat
+            wall, _, result = ingest(path, root, keep=True)
+            shutil.rmtree(root, ignore_errors=True)
+            assert result["route"] == route and result["rows_in_file"] == rows, result
+            ours.append(wall)
+            base.append(read_csv(path, tmp / "duck")[0])
+        o, b = statistics.median(ours), statistics.median(base)
+        print(
+            f"ingest: a night of {rows:,} {name} over {rows:,} customers ({route} route): mallscore ingest "
+            f"{o:.2f}s vs duckdb_read_csv {b:.2f}s: ratio {o / b:.2f}",
+            flush=True,
+        )
+        results[name] = {"route": route, "ours_s": o, "read_csv_s": b}
+    first.unlink()
+    new.unlink()
+    return results
 
 
 def bench_sizes(tmp: Path, repeats: int) -> dict:
@@ -92,6 +130,7 @@ def bench_sizes(tmp: Path, repeats: int) -> dict:
         for _ in range(repeats):
             wall, rss, result = ingest(path, tmp / "wh")
             assert (result["rows_in_file"], result["loaded"]) == (rows, rows), result
+            assert result["route"] == "direct", result
             ours.append((wall, rss))
             wall, rss, count = read_csv(path, tmp / "duck")
             assert count == rows
@@ -174,7 +213,11 @@ def main() -> None:
     out_dir = REPO / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix="ingest-") as tmp:
-        results = {"sizes": bench_sizes(Path(tmp), repeats), "bad_rows": bench_bad_rows(Path(tmp), repeats)}
+        results = {
+            "sizes": bench_sizes(Path(tmp), repeats),
+            "nights": bench_nights(Path(tmp), repeats),
+            "bad_rows": bench_bad_rows(Path(tmp), repeats),
+        }
     (out_dir / "ingest.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
 
 

@@ -59,14 +59,17 @@ def ingest(
         if (table is None) == (query is None):
             raise UsageError("with a database source, give exactly one of --table NAME or --query SQL")
         url = resolve_url(source, settings.source_url, "MALLSCORE_SOURCE_URL", "source")
-        with open_warehouse(settings) as con:
+        with open_warehouse(settings, key_checks=False) as con:
             result = ingest_database(con, url, table=table, query=query)
         unit = "rows in source"
     else:
         from mallscore.ingest import ingest_csv, spooled
 
         # a pipe or standard input is read to its end before the warehouse lock is taken
-        with spooled(file, settings.warehouse.parent) as (path, name), open_warehouse(settings) as con:
+        with (
+            spooled(file, settings.warehouse.parent) as (path, name),
+            open_warehouse(settings, key_checks=False) as con,
+        ):
             result = ingest_csv(con, path, name=name)
         unit = "rows in file"
     if json_out:
