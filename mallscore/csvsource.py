@@ -283,7 +283,7 @@ def _block_batches(
                 counted = (np.add.reduceat(nondigits, starts, dtype=np.int32), w1 + 1 + cr_end)
             rows = np.arange(n)
             if split:
-                return _split_rows(block, rows, starts, ends, grid, first_line, layout, counted), n
+                return _split_rows(block, rows, starts, ends, grid, first_line, layout), n
             return [_fast_rows(block, rows, starts, ends, grid, first_line, layout, counted)], n
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
@@ -343,7 +343,6 @@ def _split_rows(
     grid: np.ndarray,
     first_line: int,
     layout: _CsvLayout,
-    counted: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[pa.RecordBatch]:
     """Regular rows split in two: those validation would accept as they are, parsed here into one
     PLAIN_SCHEMA batch, and the rest as raw text (``_fast_rows``), for the full rules.
@@ -426,19 +425,19 @@ def _plain_rows(
     digits, the score empty or 1-3 digits, no number with a leading zero (so the text is
     exactly what the parsed value prints as, and need not be kept for a rejected row).
     Everything else takes the full rules; a plain row still gets the range rules.
+    ``digits``: whether each row's number fields are all digits, when the caller knows.
     """
     last = len(arr) - 1
     (id_b, gender_b, age_b, income_b, score_b) = bounds
-    if digits is not None:  # the number fields' bytes are known to be digits or not
-        pass
-    elif line_nondigits is None:  # count the non-digit bytes of each number field
+    if digits is None and line_nondigits is None:  # count the non-digit bytes of each number field
         nondigits = np.zeros(len(arr) + 1, np.int32)
         np.cumsum((arr - np.uint8(48)) > 9, dtype=np.int32, out=nondigits[1:])
         digits = np.ones(len(id_b[0]), bool)
         for field_starts, field_ends in (id_b, age_b, income_b, score_b):
             digits &= nondigits[field_ends] == nondigits[field_starts]
-    else:  # the line's only non-digits are its separators, the gender and the line break
+    elif digits is None:  # the line's only non-digits are its separators, the gender and the line break
         digits = line_nondigits == line_extra + (gender_b[1] - gender_b[0])
+    # else: the caller read the number fields' bytes already (``digits``)
 
     def number(bound: tuple[np.ndarray, np.ndarray], most: int, empty_ok: bool = False) -> np.ndarray:
         starts, ends = bound

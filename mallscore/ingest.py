@@ -281,8 +281,11 @@ class _Router:
                     raise _TakeTheStage(f"more than {SIDE_ROWS_LIMIT:,} lines need the full rules")
                 continue
             ids = plain_ids(batch)
-            if self.increasing and len(ids):
-                self.increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
+            if len(ids):
+                if ids[0] == self._last or (ids[1:] == ids[:-1]).any():  # found early: no wasted write
+                    raise _TakeTheStage("an id is given on two lines in a row")
+                if self.increasing:
+                    self.increasing = bool((ids[1:] > ids[:-1]).all()) and (self._last is None or ids[0] > self._last)
                 self._last = ids[-1]
             self.plain_rows += batch.num_rows
             yield batch
@@ -309,6 +312,12 @@ class _Router:
 
     def side_table(self) -> pa.Table:
         return pa.Table.from_batches(self.side, STAGE_SCHEMA)
+
+    def close(self) -> None:
+        """Stop the reader thread now (a load that takes the stage starts a new one on the same file)."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _count(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> int:
@@ -366,6 +375,7 @@ def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatc
         _quietly(con.rollback)
         raise
     finally:
+        router.close()
         _quietly(_restore, con, before)
     return result
 
