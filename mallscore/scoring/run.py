@@ -329,9 +329,7 @@ def _run_transaction(
     con.begin()
     t = time.perf_counter()
     model = _cover_labels(con, model, params)
-    for lo, hi in replace_ranges(con):
-        run_statement(con, "archive_replaced", {**params, "lo": lo, "hi": hi})
-        run_statement(con, "delete_replaced", {**params, "lo": lo, "hi": hi})
+    _replace_segments(con, params)
     t = timer.add("write", t)
     counts = None
     if model.engine == "sql":
@@ -363,6 +361,24 @@ def _run_transaction(
     )
     con.commit()
     timer.add("write", t)
+
+
+def _replace_segments(con: duckdb.DuckDBPyConnection, params: dict) -> None:
+    """Move the candidates' current segments to the archive, then remove them from ``segments``.
+
+    When the archive took every current segment (``score --all``, or a new model), they are
+    removed at once; otherwise range by range, as archived (sql/scoring/delete_replaced.sql).
+    """
+    ranges = replace_ranges(con)
+    archived = sum(
+        int(run_statement(con, "archive_replaced", {**params, "lo": lo, "hi": hi}).fetchall()[0][0])
+        for lo, hi in ranges
+    )
+    if archived and archived == int(con.execute("select count(*) from segments").fetchall()[0][0]):
+        run_statement(con, "delete_all_replaced", params)
+        return
+    for lo, hi in ranges:
+        run_statement(con, "delete_replaced", {**params, "lo": lo, "hi": hi})
 
 
 def _stream(con, reader_con, model, params, spill, timer, progress, batch_rows, counts=None) -> int:
