@@ -121,3 +121,53 @@ def test_a_small_side_load_stays_direct(tmp_path, monkeypatch):
 def test_an_empty_file_with_a_header_loads_nothing_directly(tmp_path):
     result, (rejected, customers, counts) = _load_both(tmp_path, H + "\n")
     assert (result.route, result.rows_in_file, rejected, customers) == ("direct", 0, [], [])
+
+
+def _random_file(rng, rows: int, first_id: int, crlf: bool, extra: str | None) -> str:
+    """Lines of every kind, ids unique and mostly increasing, in random proportions."""
+    header = H + (",Note" if extra else "")
+    lines, cid = [header], first_id
+    for _ in range(rows):
+        cid += rng.choice([1, 1, 1, 2, 7])
+
+        def pick(good: str, odd: list[str]) -> str:
+            return good if rng.random() < 0.9 else rng.choice(odd)
+
+        gender = pick(rng.choice(["Male", "Female"]), ["male", "F", " Male", "Robot", ""])
+        age = pick(str(rng.randint(12, 120)), ["11", "121", "030", "30.0", "abc", ""])
+        income = pick(str(rng.randint(0, 999999)), ["0050", "1e3", "-5", "x", "999999999"])
+        score = pick(rng.choice([str(rng.randint(1, 100)), ""]), ["0", "101", "040", "50.5"])
+        fields = [str(cid), gender, age, income, score] + ([extra] if extra else [])
+        kind = rng.random()
+        if kind < 0.03:
+            fields = fields[:-1]  # a field missing
+        elif kind < 0.05:
+            fields[1] = f'"{fields[1]}"'  # quoted
+        elif kind < 0.06:
+            lines.append("")  # a blank line before
+        lines.append(",".join(fields))
+    end = "\r\n" if crlf else "\n"
+    return end.join(lines) + end
+
+
+@pytest.mark.parametrize(
+    "seed, loaded_before, route",
+    [(0, None, "direct"), (1, None, "direct"), (2, "other ids", "direct"), (3, "other ids", "direct")]
+    + [(4, "the same ids", "stage"), (5, "the same ids", "stage")],
+)
+def test_random_files_load_the_same_by_both_routes(tmp_path, seed, loaded_before, route):
+    import random
+
+    rng = random.Random(seed)
+    first_id = 1000 if loaded_before == "other ids" else 0
+    extra = {2: '"a, b"', 5: "note"}.get(seed)  # a quoted extra column sends every line to the full rules
+    text = _random_file(rng, 400, first_id=first_id, crlf=seed % 2 == 1, extra=extra)
+    before = None if loaded_before is None else _random_file(random.Random(100 + seed), 40, 0, False, None)
+    if loaded_before == "the same ids":  # the file's first lines, loaded the night before
+        before = "\n".join(text.splitlines()[:41]) + "\n"
+    result, (rejected, customers, counts) = _load_both(
+        tmp_path, text, block_bytes=rng.choice([64, 500, 1 << 20]), before=before
+    )
+    assert counts[-1][0] == counts[-1][1] + counts[-1][2]  # rows in = loaded + rejected
+    assert result.rows_in_file == counts[-1][0] == 400 and len(rejected) >= result.rejected
+    assert result.route == route and result.loaded > 250  # mostly plain rows
