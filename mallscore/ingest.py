@@ -15,14 +15,16 @@ the block (no Python loop over rows). Only lines that need real CSV parsing
 module, one line at a time. Memory stays flat: a block in Python, and DuckDB
 capped at ``INGEST_MEMORY_LIMIT`` (it spills to ``<warehouse>.tmp`` beyond it).
 
-A CSV load of new customers (a first load, or a night's new customers) writes
-its rows once (:func:`_load_direct`, the direct route): the reader parses the rows
-the rules accept as they are (plain fields inside the ranges) and they stream
-straight into ``raw_customers``; only the other lines go through the stage. When
-that cannot give exactly what the stage gives (a plain row updates a customer
-already loaded, an id on two lines, more than ``SIDE_ROWS_LIMIT`` other lines),
-the load is rolled back and runs through the stage, in a new transaction: the
-result is the same. ``LoadResult.route`` says which route a load took.
+A CSV load parses its plain rows (plain fields inside the ranges) in the reader
+and only the other lines go through the stage (:func:`_load_parsed`). A load of
+new customers (a first load, or a night's new customers) takes the direct route:
+its plain rows stream straight into ``raw_customers``, written once. A load that
+updates customers takes the upsert route: its plain rows go to a typed table and
+are compared with the customers loaded, as the stage does. When a route cannot
+give exactly what the stage gives (an id on two lines, more than
+``SIDE_ROWS_LIMIT`` other lines), the load is rolled back and runs through the
+stage, in a new transaction: the result is the same. ``LoadResult.route`` says
+which route a load took.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class LoadResult:
     updated: int
     unchanged: int
     source: str
-    route: str = "stage"  # "direct": its plain rows went straight into raw_customers (see _load_direct)
+    route: str = "stage"  # or "direct", "upsert": how its plain rows were written (see _load_parsed)
 
     def as_dict(self) -> dict:
         """The result as a JSON-ready dict."""
@@ -246,16 +248,26 @@ def ingest_csv(
     try:
         if direct:
             try:
-                return _load_direct(con, csv_split(path, block_bytes), source)
-            except _TakeTheStage:
-                pass
+                return _load_parsed(con, csv_split(path, block_bytes), source)
+            except _TakeTheStage as why:
+                upsert = why.upsert
+            if upsert:
+                try:
+                    return _load_parsed(con, csv_split(path, block_bytes), source, upsert=True)
+                except _TakeTheStage:
+                    pass
         return load_chunks(con, _read_ahead(csv_chunks(path, block_bytes)), source=source)
     except RetryLatin1:
         return load_chunks(con, _read_ahead(csv_batches(read_header(path, "latin-1"), block_bytes)), source=source)
 
 
 class _TakeTheStage(Exception):
-    """A direct load cannot give exactly what the stage gives here: it was rolled back, load through the stage."""
+    """A parsed load cannot give exactly what the stage gives here: it was rolled back; load again through
+    the upsert route (``upsert``: the plain rows update customers already loaded) or the stage."""
+
+    def __init__(self, why: str, *, upsert: bool = False) -> None:
+        super().__init__(why)
+        self.upsert = upsert
 
 
 class _Router:
@@ -324,10 +336,17 @@ def _count(con: duckdb.DuckDBPyConnection, name: str, params: dict | None = None
     return int(con.execute(sql_query(name), params or {}).fetchall()[0][0])
 
 
-def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatch], source: str) -> LoadResult:
-    """A CSV load (``csv_split``'s batches) whose plain rows are new customers: they are written once,
-    straight into ``raw_customers``. Raises _TakeTheStage (after rolling back) where only the stage is
-    exact: a plain row updates a customer already loaded, an id is on two lines, too many other lines.
+def _load_parsed(
+    con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatch], source: str, *, upsert: bool = False
+) -> LoadResult:
+    """A CSV load of ``csv_split``'s batches: the plain rows arrive parsed, only the other lines take the stage.
+
+    The direct route (``upsert=False``) writes the plain rows once, straight into
+    ``raw_customers``: they must be new customers. The upsert route keeps them in
+    ``mallscore_ingest_plain`` (typed, with their line numbers) and compares them with
+    the customers loaded, as the stage does. Raises _TakeTheStage (after rolling back)
+    where that is not exact: plain rows that update customers (direct route: try the
+    upsert route), an id on two lines, too many other lines (the stage).
     """
     load_id, started = new_load_id(), datetime.now(UTC).replace(tzinfo=None)
     router = _Router(_read_ahead(batches))
@@ -335,17 +354,21 @@ def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatc
     con.begin()
     try:
         known = _count(con, "ingest/has_customers") > 0
-        if known and (head := router.peek()) is not None:  # updates usually show in the first block already
+        if not upsert and known and (head := router.peek()) is not None:  # updates usually show in block one
             con.register("plain_head", head)
             try:
                 if _count(con, "ingest/plain_known"):
-                    raise _TakeTheStage("the file updates customers already loaded: the stage compares them")
+                    raise _TakeTheStage("the file updates customers already loaded", upsert=True)
             finally:
                 _quietly(con.unregister, "plain_head")
         now = datetime.now(UTC).replace(tzinfo=None)
         con.register("plain_customers", router.reader())
         try:
-            written = _count(con, "ingest/insert_plain", {**RULE_PARAMS, "load_id": load_id, "now": now})
+            if upsert:
+                con.execute(sql_query("ingest/stage_plain"), RULE_PARAMS)
+                written = int(con.execute("select count(*) from mallscore_ingest_plain").fetchall()[0][0])
+            else:
+                written = _count(con, "ingest/insert_plain", {**RULE_PARAMS, "load_id": load_id, "now": now})
         except duckdb.Error:
             if router.error is not None:
                 raise router.error from None
@@ -354,20 +377,31 @@ def _load_direct(con: duckdb.DuckDBPyConnection, batches: Iterator[pa.RecordBatc
             _quietly(con.unregister, "plain_customers")
         if written != router.plain_rows:
             raise _TakeTheStage(f"{router.plain_rows - written} plain rows failed the rules")
-        if known and _count(con, "ingest/plain_updates", {"load_id": load_id}):
-            raise _TakeTheStage("the file updates customers already loaded: the stage compares them")
+        if not upsert and known and _count(con, "ingest/plain_updates", {"load_id": load_id}):
+            raise _TakeTheStage("the file updates customers already loaded", upsert=True)
         con.register("incoming_customers", router.side_table())
         try:
             con.execute(sql_query("ingest/validate_customers"), RULE_PARAMS)
         finally:
             _quietly(con.unregister, "incoming_customers")
         router.side.clear()
-        clashes = _count(con, "ingest/plain_clashes", {"load_id": load_id})
+        table = "plain_table" if upsert else "plain"
+        clashes = _count(con, f"ingest/{table}_clashes", {} if upsert else {"load_id": load_id})
         if not clashes and not router.increasing:
-            clashes = _count(con, "ingest/plain_repeats", {"load_id": load_id})
+            clashes = _count(con, f"ingest/{table}_repeats", {} if upsert else {"load_id": load_id})
         if clashes:
             raise _TakeTheStage("an id is given on more than one line")
-        result = replace(_reject_and_upsert(con, load_id, source, started, now=now, plain=written), route="direct")
+        plain = (written, written, 0, 0)
+        if upsert:
+            inserted, updated, unchanged = con.execute(sql_query("ingest/plain_changes")).fetchall()[0]
+            if updated:
+                con.execute(sql_query("ingest/plain_delete_changed"))
+            if inserted or updated:
+                con.execute(sql_query("ingest/plain_insert_customers"), {"load_id": load_id, "now": now})
+            con.execute("drop table mallscore_ingest_plain")
+            plain = (written, int(inserted), int(updated), int(unchanged))
+        result = _reject_and_upsert(con, load_id, source, started, now=now, plain=plain)
+        result = replace(result, route="upsert" if upsert else "direct")
         con.execute("drop table mallscore_ingest_stage")
         con.execute("drop table ingest_duplicate_ids")
         con.commit()
@@ -387,14 +421,17 @@ def _reject_and_upsert(
     started: datetime,
     *,
     now: datetime | None = None,
-    plain: int = 0,
+    plain: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> LoadResult:
-    """Apply the whole-input rule, quarantine, upsert and record the load; ``plain``: rows already written."""
+    """Apply the whole-input rule, quarantine, upsert and record the load (the stage's rows).
+
+    ``plain``: (rows, inserted, updated, unchanged) of the plain rows a parsed load upserted already.
+    """
     con.execute(sql_query("ingest/duplicate_ids"))
     if con.execute("select count(*) from ingest_duplicate_ids").fetchone()[0]:
         con.execute(sql_query("ingest/mark_duplicates"))
     rows_in, rejected, inserted, updated, unchanged = con.execute(sql_query("ingest/count_changes")).fetchone()
-    rows_in, inserted = rows_in + plain, inserted + plain
+    rows_in, inserted, updated, unchanged = (a + b for a, b in zip((rows_in, inserted, updated, unchanged), plain))
     now = now or datetime.now(UTC).replace(tzinfo=None)
     if rejected:
         con.execute(sql_query("ingest/insert_rejected"), {"load_id": load_id, "now": now})

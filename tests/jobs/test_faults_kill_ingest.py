@@ -70,13 +70,21 @@ def _kill(proc, kind: str, draw: float, warehouse: Path, wall: float) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "big_first_id, route",
-    # the big file updates the first load's customers (the stage), or holds only new ones (written once)
-    [(1, "stage"), (FIRST + 1, "direct")],
+    "big_first_id, repeat, route",
+    # the big file updates the first load's customers (upserted), holds only new ones (written once), or
+    # gives its last id twice, far apart (the upsert route finds it at the end and the stage loads the file)
+    [(1, False, "upsert"), (FIRST + 1, False, "direct"), (1, True, "stage")],
 )
-def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, big_first_id, route):
+def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, big_first_id, repeat, route):
     big, first = tmp_path / "big.csv", tmp_path / "first.csv"
     write_csv(generate(ROWS, seed=5, first_id=big_first_id), big)
+    if repeat:
+        with big.open("r+") as handle:
+            handle.readline()  # the header
+            second = handle.readline()
+            handle.seek(0, 2)
+            last_id = big_first_id + ROWS - 1
+            handle.write(f"{last_id},{second.split(',', 1)[1]}")
     write_csv(generate(FIRST, seed=6), first)
     base = Settings(warehouse=tmp_path / "base" / "mallscore.duckdb", models_dir=tmp_path / "models", lock_timeout=5)
     proc = start_cli(base, "ingest", str(first))
@@ -98,8 +106,9 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, b
     wall = time.monotonic() - started
     assert json.loads(out)["route"] == route
     whole = _state(measured.warehouse)
-    rows = ROWS + (FIRST if route == "direct" else 0)
-    assert whole[0][-1][:3] == (ROWS, ROWS, 0) and whole[1][:2] == (rows, rows)
+    rows = ROWS + (FIRST if route == "direct" else 0) - (1 if repeat else 0)
+    lines, bad = ROWS + (1 if repeat else 0), (2 if repeat else 0)
+    assert whole[0][-1][:3] == (lines, lines - bad, bad) and whole[1][:2] == (rows, rows)
 
     rng = random.Random(SEED)
     outcomes = []
@@ -109,7 +118,7 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, b
         killed = _kill(proc, kind, rng.uniform(0.05, 1.0), settings.warehouse, wall)
         where = f"trial {trial} ({kind}, killed={killed})"
         state = _state(settings.warehouse)  # it must open
-        assert "mallscore_ingest_stage" not in state[2], where
+        assert not {"mallscore_ingest_stage", "mallscore_ingest_plain"} & state[2], where
         if state[0] == before[0]:
             assert state[1] == before[1], f"{where}: no load row, yet the customers changed: {state[1]}"
             outcomes.append("nothing")
@@ -122,7 +131,8 @@ def test_a_killed_ingest_is_all_or_nothing_and_the_next_one_succeeds(tmp_path, b
         out, err = again.communicate(timeout=300)
         assert again.returncode == 0, f"{where}: the next ingest failed: {err}"
         result = json.loads(out)
-        assert result["rows_in_file"] == ROWS and result["loaded"] == ROWS, where
-        assert result["route"] == (route if outcomes[-1] == "nothing" else "stage"), where  # over a whole load: upsert
+        assert (result["rows_in_file"], result["loaded"]) == (lines, lines - bad), where
+        again_route = route if outcomes[-1] == "nothing" or repeat else "upsert"  # over a whole load: upsert
+        assert result["route"] == again_route, where
         assert _state(settings.warehouse)[1] == whole[1], where
     assert "nothing" in outcomes, outcomes  # at least one kill landed inside the load (the write trigger does)

@@ -1,5 +1,6 @@
-"""A CSV load into an empty raw_customers writes its plain rows straight into it (the direct route):
-it must write exactly what the stage writes, and take the stage wherever only the stage is exact.
+"""A CSV load parses its plain rows in the reader: new customers go straight into raw_customers (the
+direct route), updates through a typed table (the upsert route). Both must write exactly what the
+stage writes, and give way to the stage wherever only the stage is exact.
 
 Every test loads the same file twice, into two fresh warehouses: once as users do
 (``ingest_csv``) and once forced through the stage (``direct=False``), and compares
@@ -75,14 +76,15 @@ def test_ids_out_of_order_load_directly(tmp_path):
         ["1,Male,30,50,40", "2,Male,30,50,40", "2,Male,30,50"],  # and one with a field missing
     ],
 )
-def test_an_id_on_two_lines_takes_the_stage(tmp_path, lines):
-    result, (rejected, _, _) = _load_both(tmp_path, H + "\n" + "\n".join(lines) + "\n")
+@pytest.mark.parametrize("before", [None, H + "\n1,Male,30,50,40\n"])  # the direct route; the upsert route
+def test_an_id_on_two_lines_takes_the_stage(tmp_path, lines, before):
+    result, (rejected, _, _) = _load_both(tmp_path, H + "\n" + "\n".join(lines) + "\n", before=before)
     assert result.route == "stage"
     assert len(rejected) >= 2
 
 
 @pytest.mark.parametrize("block_bytes", [32, 1 << 20])  # the update in the first block, or only in a later one
-def test_a_load_that_updates_customers_takes_the_stage(tmp_path, block_bytes):
+def test_a_load_that_updates_customers_takes_the_upsert_route(tmp_path, block_bytes):
     first = H + "\n1,Male,30,50,40\n2,Female,41,70,\n"
     result, (_, customers, counts) = _load_both(
         tmp_path,
@@ -90,7 +92,7 @@ def test_a_load_that_updates_customers_takes_the_stage(tmp_path, block_bytes):
         before=first,
         block_bytes=block_bytes,
     )
-    assert result.route == "stage"
+    assert result.route == "upsert"
     assert counts[-1][3:] == (3, 1, 1)  # inserted, updated, unchanged
     assert len(customers) == 5
 
@@ -153,7 +155,7 @@ def _random_file(rng, rows: int, first_id: int, crlf: bool, extra: str | None) -
 @pytest.mark.parametrize(
     "seed, loaded_before, route",
     [(0, None, "direct"), (1, None, "direct"), (2, "other ids", "direct"), (3, "other ids", "direct")]
-    + [(4, "the same ids", "stage"), (5, "the same ids", "stage")],
+    + [(4, "the same ids", "upsert"), (5, "the same ids", "upsert")],
 )
 def test_random_files_load_the_same_by_both_routes(tmp_path, seed, loaded_before, route):
     import random
