@@ -11,9 +11,10 @@
    Every ingest here is a first load (the direct route: rows written once).
 2. nights: a warehouse that holds the large file's customers gets a file of as many
    new customers (the direct route, checked against the customers already loaded),
-   then the large file again, every customer unchanged (the stage route: old and new
-   values compared). Each is timed beside read_csv of the same file; no target, the
-   figures say what a nightly load costs on a warehouse of that size.
+   the large file again with every customer unchanged, and again with a tenth of
+   them changed (the upsert route: old and new values compared). Each is timed
+   beside read_csv of the same file; no target, the figures say what a nightly load
+   costs on a warehouse of that size.
 3. bad rows: BENCH_INGEST_BAD_ROWS (default 1,000,000) rows of which 1% are broken
    in known ways (bad gender, age, income, score or id, a missing field, an id on two
    lines). The rejected count must equal the clean-room count of the broken lines
@@ -91,13 +92,33 @@ def read_csv(csv_path: Path, root: Path, mode: str = "plain") -> tuple[float, in
     return wall, rss, int(out)
 
 
+def _with_changes(table, share: float, seed: int):
+    """``table`` with the age of about ``share`` of its customers one year higher (capped at 70)."""
+    import numpy as np
+    import pyarrow as pa
+
+    age = table.column("age").to_numpy()
+    changed = np.random.default_rng(seed).random(len(age)) < share
+    return table.set_column(
+        table.schema.get_field_index("age"), "age", pa.array(np.where(changed, np.minimum(age + 1, 70), age))
+    )
+
+
 def bench_nights(tmp: Path, repeats: int) -> dict:
     rows = _env_int("BENCH_INGEST_LARGE_ROWS", 10_000_000)
-    first, new = tmp / "night_first.csv", tmp / "night_new.csv"
-    write_csv(generate(rows, seed=7), first)
+    first, new, changed = tmp / "night_first.csv", tmp / "night_new.csv", tmp / "night_changed.csv"
+    customers = generate(rows, seed=7)
+    write_csv(customers, first)
+    write_csv(_with_changes(customers, 0.1, seed=12), changed)
     write_csv(generate(rows, seed=11, first_id=rows + 1), new)
+    del customers
     results = {}
-    for name, path, route in (("new customers", new, "direct"), ("the same customers again", first, "stage")):
+    nights = (
+        ("new customers", new, "direct"),
+        ("the same customers again, unchanged", first, "upsert"),
+        ("the same customers again, a tenth changed", changed, "upsert"),
+    )
+    for name, path, route in nights:
         ours, base = [], []
         for _ in range(repeats):
             root = tmp / "night"
@@ -110,13 +131,14 @@ def bench_nights(tmp: Path, repeats: int) -> dict:
             base.append(read_csv(path, tmp / "duck")[0])
         o, b = statistics.median(ours), statistics.median(base)
         print(
-            f"ingest: a night of {rows:,} {name} over {rows:,} customers ({route} route): mallscore ingest "
-            f"{o:.2f}s vs duckdb_read_csv {b:.2f}s: ratio {o / b:.2f}",
+            f"ingest: a night of {rows:,} customers over {rows:,} loaded, {name} ({route} route; "
+            f"{result['inserted']:,} inserted, {result['updated']:,} updated, {result['unchanged']:,} unchanged): "
+            f"mallscore ingest {o:.2f}s vs duckdb_read_csv {b:.2f}s: ratio {o / b:.2f}",
             flush=True,
         )
-        results[name] = {"route": route, "ours_s": o, "read_csv_s": b}
-    first.unlink()
-    new.unlink()
+        results[name] = {"route": route, "ours_s": o, "read_csv_s": b, "result": result}
+    for path in (first, new, changed):
+        path.unlink()
     return results
 
 
