@@ -70,6 +70,11 @@ __all__ = ["BLOCK_BYTES", "COLUMNS", "STAGE_SCHEMA", "csv_chunks", "map_header"]
 
 CHUNK_ROWS = 50_000  # rows per chunk of a database source
 INGEST_MEMORY_LIMIT = "128MB"  # DuckDB's memory during a load; beyond it, it spills to <warehouse>.tmp
+# Deleting the customers a load changes joins them with raw_customers. Under INGEST_MEMORY_LIMIT, 1M changed
+# of 10M ran out of memory (the buffer pool full of the transaction's own rows, as in scoring); with this cap
+# and ranges of about UPSERT_CHUNK_ROWS changed-or-not rows, 10M changed of 10M did not.
+UPSERT_MEMORY_LIMIT = "256MB"
+UPSERT_CHUNK_ROWS = 2_500_000
 SIDE_ROWS_LIMIT = 200_000  # lines a direct load holds in memory for the stage; beyond, the load takes the stage
 # The ranges validation applies (validate_customers.sql), the model inputs' own: one definition.
 RULE_PARAMS = {
@@ -395,7 +400,7 @@ def _load_parsed(
         if upsert:
             inserted, updated, unchanged = con.execute(sql_query("ingest/plain_changes")).fetchall()[0]
             if updated:
-                con.execute(sql_query("ingest/plain_delete_changed"))
+                _delete_changed(con, "plain", written)
             if inserted or updated:
                 con.execute(sql_query("ingest/plain_insert_customers"), {"load_id": load_id, "now": now})
             con.execute("drop table mallscore_ingest_plain")
@@ -412,6 +417,22 @@ def _load_parsed(
         router.close()
         _quietly(_restore, con, before)
     return result
+
+
+def _delete_changed(con: duckdb.DuckDBPyConnection, rows: str, count: int) -> None:
+    """Delete the customers a load changes (``rows``: "stage" or "plain", ``count`` of them), a range of ids
+    at a time under UPSERT_MEMORY_LIMIT (the load's own cap comes back with _restore)."""
+    parts = max(1, -(-count // UPSERT_CHUNK_ROWS))
+    cuts: list[int] = []
+    if parts > 1:
+        shares = [i / parts for i in range(1, parts)]
+        found = con.execute(sql_query(f"ingest/{rows}_id_cuts"), {"shares": shares}).fetchall()[0][0] or []
+        cuts = sorted({int(c) for c in found})
+    edges = [-(2**63), *(c + 1 for c in cuts if c < 2**63 - 1)]
+    con.execute(f"set memory_limit = '{UPSERT_MEMORY_LIMIT}'")
+    statement = sql_query("ingest/plain_delete_changed" if rows == "plain" else "ingest/delete_changed")
+    for lo, hi in zip(edges, [*(e - 1 for e in edges[1:]), 2**63 - 1]):
+        con.execute(statement, {"lo": lo, "hi": hi})
 
 
 def _reject_and_upsert(
@@ -431,14 +452,14 @@ def _reject_and_upsert(
     if con.execute("select count(*) from ingest_duplicate_ids").fetchone()[0]:
         con.execute(sql_query("ingest/mark_duplicates"))
     rows_in, rejected, inserted, updated, unchanged = con.execute(sql_query("ingest/count_changes")).fetchone()
-    rows_in, inserted, updated, unchanged = (a + b for a, b in zip((rows_in, inserted, updated, unchanged), plain))
     now = now or datetime.now(UTC).replace(tzinfo=None)
     if rejected:
         con.execute(sql_query("ingest/insert_rejected"), {"load_id": load_id, "now": now})
     if updated:
-        con.execute(sql_query("ingest/delete_changed"))
+        _delete_changed(con, "stage", rows_in - rejected)
     if inserted or updated:
         con.execute(sql_query("ingest/insert_customers"), {"load_id": load_id, "now": now})
+    rows_in, inserted, updated, unchanged = (a + b for a, b in zip((rows_in, inserted, updated, unchanged), plain))
     loaded = rows_in - rejected
     con.execute(
         sql_query("ingest/insert_load"),

@@ -173,3 +173,30 @@ def test_random_files_load_the_same_by_both_routes(tmp_path, seed, loaded_before
     assert counts[-1][0] == counts[-1][1] + counts[-1][2]  # rows in = loaded + rejected
     assert result.rows_in_file == counts[-1][0] == 400 and len(rejected) >= result.rejected
     assert result.route == route and result.loaded > 250  # mostly plain rows
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1_000_000])  # a range per changed customer, a few, one
+@pytest.mark.parametrize("direct", [True, False])  # the upsert route, the stage
+def test_changed_customers_are_replaced_range_by_range(tmp_path, monkeypatch, chunk_rows, direct):
+    monkeypatch.setattr(ingest, "UPSERT_CHUNK_ROWS", chunk_rows)
+    ids = [5, 3, 2**62, 17, 40, 41, 9_000_000_000_000, 1, 2, 8]
+    first = H + "\n" + "".join(f"{i},Male,30,50,40\n" for i in ids)
+    path = tmp_path / "again.csv"
+    # every other customer changed, in the plain form and (for two) in a form only the full rules read
+    lines = [f"{i},{'Female' if n % 2 else 'Male'},30,50,40" for n, i in enumerate(ids)]
+    lines[3], lines[5] = "17,female,30,50,40", " 41,Female,30,50,40"
+    path.write_text(H + "\n" + "\n".join(lines) + "\n")
+    con = connect(tmp_path / "w.duckdb")
+    try:
+        build(con)
+        first_file = tmp_path / "first.csv"
+        first_file.write_text(first)
+        ingest_csv(con, first_file)
+        result = ingest_csv(con, path, direct=direct)
+        rows = dict(con.execute("select customer_id, gender from raw_customers").fetchall())
+    finally:
+        con.close()
+    assert result.route == ("upsert" if direct else "stage")
+    assert (result.inserted, result.updated, result.unchanged) == (0, 5, 5)
+    expected = {i: "Female" if n % 2 else "Male" for n, i in enumerate(ids)}
+    assert rows == expected  # every changed customer replaced, once, whatever range its id fell in
