@@ -398,13 +398,15 @@ def _load_parsed(
             raise _TakeTheStage("an id is given on more than one line")
         plain = (written, written, 0, 0)
         if upsert:
-            inserted, updated, unchanged = con.execute(sql_query("ingest/plain_changes")).fetchall()[0]
+            con.execute(sql_query("ingest/plain_changes"))
+            inserted, updated = (int(n) for n in con.execute(sql_query("ingest/plain_upsert_counts")).fetchall()[0])
             if updated:
-                _delete_changed(con, "plain", written)
+                _delete_changed(con, "plain", updated)
             if inserted or updated:
                 con.execute(sql_query("ingest/plain_insert_customers"), {"load_id": load_id, "now": now})
             con.execute("drop table mallscore_ingest_plain")
-            plain = (written, int(inserted), int(updated), int(unchanged))
+            con.execute("drop table ingest_plain_upserts")
+            plain = (written, inserted, updated, written - inserted - updated)
         result = _reject_and_upsert(con, load_id, source, started, now=now, plain=plain)
         result = replace(result, route="upsert" if upsert else "direct")
         con.execute("drop table mallscore_ingest_stage")
