@@ -276,7 +276,7 @@ class _TakeTheStage(Exception):
 
 
 class _Router:
-    """The reader's batches split for a direct load: plain ones streamed to DuckDB, the others kept for the stage."""
+    """The reader's batches split for a parsed load: plain ones streamed to DuckDB, the others kept for the stage."""
 
     def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
         self.error: BaseException | None = None
