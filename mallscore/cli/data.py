@@ -77,7 +77,7 @@ def ingest(
         return
     typer.echo(
         f"{result.load_id}: {result.rows_in_file} {unit} = {result.loaded} loaded + {result.rejected} rejected "
-        f"({result.inserted} new, {result.updated} updated, {result.unchanged} unchanged)"
+        f"({result.inserted} new, {result.updated} updated, {result.unchanged} unchanged; {result.route} route)"
     )
     if result.rejected:
         typer.echo(f"see rejected rows: select * from rejected_rows where load_id = '{result.load_id}'")
