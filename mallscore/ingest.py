@@ -403,7 +403,9 @@ def _load_parsed(
             if updated:
                 _delete_changed(con, "plain", updated)
             if inserted or updated:
-                con.execute(sql_query("ingest/plain_insert_customers"), {"load_id": load_id, "now": now})
+                left = int(con.execute("select count(*) from raw_customers").fetchall()[0][0])
+                insert = "plain_insert_customers" if inserted + updated <= left else "plain_insert_most"
+                con.execute(sql_query(f"ingest/{insert}"), {"load_id": load_id, "now": now})
             con.execute("drop table mallscore_ingest_plain")
             con.execute("drop table ingest_plain_upserts")
             plain = (written, inserted, updated, written - inserted - updated)

@@ -194,6 +194,7 @@ def test_changed_customers_are_replaced_range_by_range(tmp_path, monkeypatch, ch
         ingest_csv(con, first_file)
         result = ingest_csv(con, path, direct=direct)
         rows = dict(con.execute("select customer_id, gender from raw_customers").fetchall())
+        assert con.execute("select count(*) from raw_customers").fetchall() == [(len(ids),)]  # one row each
     finally:
         con.close()
     assert result.route == ("upsert" if direct else "stage")
