@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import duckdb
+
+from mallscore.warehouse import size_bytes
 
 # Moving a run's replaced segments to the archive joins them with the candidates twice in one
 # transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
@@ -35,7 +35,7 @@ def raise_memory_for_replacing(con: duckdb.DuckDBPyConnection) -> str | None:
     """Raise the cap to REPLACE_MEMORY_LIMIT when segments has rows to replace; return the cap to restore."""
     current = str(con.execute("select current_setting('memory_limit')").fetchall()[0][0])
     if (
-        _bytes(REPLACE_MEMORY_LIMIT) <= _bytes(current)
+        size_bytes(REPLACE_MEMORY_LIMIT) <= size_bytes(current)
         or not con.execute("select exists (from segments)").fetchall()[0][0]
     ):
         return None
@@ -50,16 +50,6 @@ def restore_memory(con: duckdb.DuckDBPyConnection, previous: str | None) -> None
             con.execute(f"set memory_limit = '{previous}'")
         except duckdb.Error:
             pass
-
-
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b)\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def _bytes(size: str) -> float:
-    """A DuckDB size setting such as '64.0 MiB' or '256MB' in bytes (inf when unreadable)."""
-    match = _SIZE.match(size)
-    return float(match.group(1)) * _UNITS[match.group(2).lower()] if match else float("inf")
 
 
 def return_freed_memory() -> None:

@@ -79,3 +79,40 @@ def test_key_checks_fail_the_build_on_a_duplicate(con):
         check_keys(con)
     with pytest.raises(KeyCheckError):
         build(con)
+
+
+def test_key_checks_keep_within_a_memory_cap_however_many_customers(tmp_path):
+    """Each key check groups by the key, which spills to disk beyond DuckDB's cap: 3M customers pass under a
+    32MB cap (count(distinct), the check before, held every key in memory and ran out of it here)."""
+    con = connect(tmp_path / "big.duckdb")
+    try:
+        build(con, check=False)
+        con.execute(
+            "insert into raw_customers select range + 1, 'Male', 30, 50.0, null, 'L', timestamp '2026-01-01' "
+            "from range(3000000)"
+        )
+        con.execute("set memory_limit = '32MB'")
+        cap = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+        check_keys(con)
+        con.execute("insert into raw_customers values (777, 'Female', 40, 60.0, null, 'L', timestamp '2026-01-02')")
+        with pytest.raises(KeyCheckError, match=r"raw_customers\.customer_id: 0 null and 1 duplicated"):
+            check_keys(con)
+        assert con.execute("select current_setting('memory_limit')").fetchall()[0][0] == cap  # a lower cap stays
+    finally:
+        con.close()
+
+
+def test_memory_cap_lowers_the_limit_for_its_block_only(tmp_path):
+    from mallscore.warehouse import memory_cap
+
+    con = connect(tmp_path / "w.duckdb")
+    try:
+        setting = "select current_setting('memory_limit')"
+        con.execute("set memory_limit = '1GiB'")  # binary units: DuckDB shows them exactly, the restore is exact
+        with memory_cap(con, "64MiB"):
+            assert con.execute(setting).fetchall()[0][0] == "64.0 MiB"
+        assert con.execute(setting).fetchall()[0][0] == "1.0 GiB"
+        with memory_cap(con, "4GiB"):  # never raised
+            assert con.execute(setting).fetchall()[0][0] == "1.0 GiB"
+    finally:
+        con.close()
