@@ -34,6 +34,7 @@ SQL_PACKAGE = "mallscore.sql"  # sql/ at the top of the repo, mapped into the pa
 _SQL_FILE = re.compile(r"^(\d{2})_([a-z][a-z0-9_]*)\.sql$")
 _SQL_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 _KEY_MARK = re.compile(r"^--\s*unique_key:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_NOT_COUNTED = re.compile(r"^--\s*not_counted:\s*(\S.*)$", re.MULTILINE)
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 # The storage format new warehouses are written in: DuckDB 1.1's, which every client from DuckDB 1.1
@@ -62,12 +63,17 @@ def __getattr__(name: str) -> Path:
 
 @dataclass(frozen=True)
 class SqlFile:
-    """One file of ``sql/``: its build order, the relation it creates, and its key."""
+    """One file of ``sql/``: its build order, the relation it creates, its key, and why it is not counted.
+
+    ``not_counted`` (a ``-- not_counted: why`` line) marks a view whose row count costs a join over the
+    whole history: ``status`` and ``features`` show it without a count.
+    """
 
     order: int
     relation: str
     path: Traversable
     unique_key: str | None
+    not_counted: str | None = None
 
     @property
     def text(self) -> str:
@@ -83,8 +89,11 @@ def sql_files(sql_dir: Traversable | None = None) -> list[SqlFile]:
         match = _SQL_FILE.match(path.name)
         if not match:
             raise ConfigError(f"{path}: SQL files must be named NN_relation.sql")
-        key = _KEY_MARK.search(path.read_text(encoding="utf-8"))
-        files.append(SqlFile(int(match.group(1)), match.group(2), path, key.group(1) if key else None))
+        text = path.read_text(encoding="utf-8")
+        key, skip = _KEY_MARK.search(text), _NOT_COUNTED.search(text)
+        files.append(
+            SqlFile(int(match.group(1)), match.group(2), path, key.group(1) if key else None, skip and skip.group(1))
+        )
     if not files:
         raise ConfigError(f"no SQL files in {root}: the installed package is incomplete (reinstall mallscore)")
     return files
@@ -377,10 +386,10 @@ def build(con: duckdb.DuckDBPyConnection, *, check: bool = True) -> list[SqlFile
     return files
 
 
-def relation_counts(con: duckdb.DuckDBPyConnection, files: list[SqlFile] | None = None) -> dict[str, int]:
-    """Row count of every relation the SQL files build."""
+def relation_counts(con: duckdb.DuckDBPyConnection, files: list[SqlFile] | None = None) -> dict[str, int | None]:
+    """Row count of every relation the SQL files build; None for one marked ``not_counted`` (SqlFile)."""
     return {
-        f.relation: con.execute(f'select count(*) from "{f.relation}"').fetchall()[0][0]
+        f.relation: None if f.not_counted else con.execute(f'select count(*) from "{f.relation}"').fetchall()[0][0]
         for f in (files if files is not None else sql_files())
     }
 

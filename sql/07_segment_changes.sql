@@ -9,6 +9,8 @@
 -- (one run's feed) reaches both tables' scans instead of pairing the whole history first; the CTEs are
 -- NOT MATERIALIZED because DuckDB would otherwise materialize the whole history once for the two halves
 -- before any filter (measured: one run's feed from a 1M-customer warehouse in half the time).
+-- not_counted: its row count joins the whole history (10M customers rescored three times: 11 s and 7 GiB);
+-- status and features show it without one. Read it a run at a time (where run_id = ...).
 create or replace view segment_changes as
 with assignments as not materialized (
     select * from segment_history

@@ -144,7 +144,7 @@ def features(
         emit_json({"relations": counts, "labels": labels})
         return
     for name, n in counts.items():
-        typer.echo(f"{name:<22} {n:>12,}")
+        typer.echo(f"{name:<22} {'not counted' if n is None else format(n, ','):>12}")
     typer.echo(f"labelled rows: {labels['rows']:,}, high spenders: {labels['positives']:,}")
 
 
@@ -169,7 +169,7 @@ def status(
     console = Console()
     counts = Table("relation", "rows", title="Warehouse")
     for name, n in info["relations"].items():
-        counts.add_row(name, f"{n:,}")
+        counts.add_row(name, "not counted" if n is None else f"{n:,}")
     console.print(counts)
     loads = Table("load_id", "source", "rows", "loaded", "rejected", title="Recent loads")
     for load in info["recent_loads"]:
