@@ -2,9 +2,11 @@
 
 The file is read in blocks of a few MiB: numpy finds the line breaks and the
 separators, and each required column is handed to DuckDB as a zero-copy view
-of the block (no Python loop over rows). Only lines that need real CSV parsing
-(quotes, blank lines, the wrong number of fields) go through Python's ``csv``
-module, one line at a time. Validation is not done here: every source hands
+of the block (no Python loop over rows). A field in quotes that hold just its text
+(``"Male"``, as many exports write every text field) is read there too, as the text
+between them. Only lines that need real CSV parsing (an escaped quote, a separator
+or line break inside quotes, text around quotes, blank lines, the wrong number of
+fields) go through Python's ``csv`` module, one line at a time. Validation is not done here: every source hands
 the same raw text to ``sql/ingest/validate_customers.sql`` (:mod:`mallscore.ingest`).
 """
 
@@ -288,7 +290,7 @@ def _block_batches(
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
     if len(quotes):
-        regular &= np.searchsorted(quotes, ends) == np.searchsorted(quotes, starts)
+        regular &= _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
         record_ends = np.searchsorted(quotes, breaks) % 2 == 0  # a line break outside quotes ends a record
     if inner_returns:
         regular &= np.searchsorted(returns, ends) == np.searchsorted(returns, starts)
@@ -296,24 +298,63 @@ def _block_batches(
     rows = np.flatnonzero(regular)
     if len(rows):
         grid = seps[first_sep[rows][:, None] + np.arange(w1)]
+        quoted = bool(len(quotes))
         if split:
-            batches.extend(_split_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout))
+            batches.extend(_split_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout, quoted))
         else:
-            batches.append(_fast_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout))
+            batches.append(_fast_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout, quoted=quoted))
     others = np.flatnonzero(~regular)
     if len(others):
         batches.append(_parsed_rows(block, others, starts, ends, record_ends, first_line, layout))
     return batches, n
 
 
+def _unquoted_or_simply_quoted(
+    arr: np.ndarray, quotes: np.ndarray, seps: np.ndarray, starts: np.ndarray, ends: np.ndarray, delimiter: str
+) -> np.ndarray:
+    """Lines without quotes, or whose quotes only enclose whole fields: ``"Male"``, never ``"a""b"``,
+    ``"a,b"``, `` "a"`` or a field spanning lines. Python's csv module reads such a field as the text
+    between its quotes, which the block parsers then take (``_field_bounds`` with ``quoted``)."""
+    n = len(starts)
+    line = np.searchsorted(ends, quotes)  # the line of each quote (its end is at or after the quote)
+    inside = (line < n) & (quotes >= starts[np.minimum(line, n - 1)])  # not in a line break
+    line = np.minimum(line, n - 1)
+    first = np.searchsorted(quotes, starts)
+    opening = (np.arange(len(quotes)) - first[line]) % 2 == 0  # 1st, 3rd, ... quote of its line
+    sep = np.uint8(ord(delimiter))
+    last = len(arr) - 1
+    at_start = (quotes == starts[line]) | (arr[np.maximum(quotes - 1, 0)] == sep)
+    at_end = (quotes + 1 == ends[line]) | (arr[np.minimum(quotes + 1, last)] == sep)
+    good = inside & np.where(opening, at_start, at_end)
+    closing = np.minimum(np.arange(len(quotes)) + 1, len(quotes) - 1)  # an opening quote's partner
+    good &= ~opening | (
+        (line[closing] == line) & (np.searchsorted(seps, quotes[closing]) == np.searchsorted(seps, quotes))
+    )
+    count = np.bincount(line, minlength=n)
+    bad = np.bincount(line, weights=~good, minlength=n) > 0
+    return (count == 0) | ((count % 2 == 0) & ~bad)
+
+
 def _field_bounds(
-    rows: np.ndarray, row_starts: np.ndarray, row_ends: np.ndarray, grid: np.ndarray, layout: _CsvLayout
+    rows: np.ndarray,
+    row_starts: np.ndarray,
+    row_ends: np.ndarray,
+    grid: np.ndarray,
+    layout: _CsvLayout,
+    arr: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(starts, ends) of each required field of the given rows, in COLUMNS order."""
+    """(starts, ends) of each required field of the given rows, in COLUMNS order.
+
+    ``arr`` (the block, when it has quotes; its lines here are unquoted or simply quoted): a field
+    that starts with a quote ends with its partner, and its bounds are the text between them.
+    """
     bounds = []
     for pos in layout.positions:
         field_starts = row_starts if pos == 0 else grid[:, pos - 1] + 1
         field_ends = row_ends if pos == layout.width - 1 else grid[:, pos]
+        if arr is not None:
+            quoted = (field_ends - field_starts >= 2) & (arr.take(field_starts, mode="clip") == 34)
+            field_starts, field_ends = field_starts + quoted, field_ends - quoted
         bounds.append((field_starts, field_ends))
     return bounds
 
@@ -343,6 +384,7 @@ def _split_rows(
     grid: np.ndarray,
     first_line: int,
     layout: _CsvLayout,
+    quoted: bool = False,
 ) -> list[pa.RecordBatch]:
     """Regular rows split in two: those validation would accept as they are, parsed here into one
     PLAIN_SCHEMA batch, and the rest as raw text (``_fast_rows``), for the full rules.
@@ -351,7 +393,7 @@ def _split_rows(
     inside the ranges of :mod:`mallscore.specs`, the same ranges validation applies.
     """
     arr = np.frombuffer(block, np.uint8)
-    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout)
+    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout, arr if quoted else None)
     (customer_id, id_ok), (age, age_ok), (income, income_ok), (score, score_ok) = (
         _digits_value(arr, bounds[i]) for i in (0, 2, 3, 4)
     )
@@ -379,7 +421,9 @@ def _split_rows(
     if not sure.all():
         other = np.flatnonzero(~sure)
         batches.append(
-            _fast_rows(block, rows[other], row_starts[other], row_ends[other], grid[other], first_line, layout)
+            _fast_rows(
+                block, rows[other], row_starts[other], row_ends[other], grid[other], first_line, layout, quoted=quoted
+            )
         )
     return batches
 
@@ -393,14 +437,17 @@ def _fast_rows(
     first_line: int,
     layout: _CsvLayout,
     counted: tuple[np.ndarray, np.ndarray] | None = None,
+    quoted: bool = False,
 ) -> pa.RecordBatch:
-    """Rows whose lines have exactly the header's number of fields and no quotes: zero-copy column views.
+    """Rows whose lines have exactly the header's number of fields, unquoted or simply quoted (``quoted``:
+    the block has quotes): zero-copy column views.
 
     ``counted``: the non-digit bytes of each whole line and how many of them are not
     the gender's (separators, line break), when every line of the block is a row.
     """
     k = len(rows)
-    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout)
+    arr = np.frombuffer(block, np.uint8) if quoted else None
+    bounds = _field_bounds(rows, row_starts, row_ends, grid, layout, arr)
     columns = [_interleaved(block, field_starts, field_ends) for field_starts, field_ends in bounds]
     line_no = np.zeros(2 * k, np.int64)
     line_no[0::2] = first_line + rows

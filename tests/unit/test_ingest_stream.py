@@ -173,3 +173,94 @@ def test_classic_mac_line_endings_still_load(con, tmp_path):
     result = ingest_csv(con, path)
     assert (result.rows_in_file, result.loaded, result.rejected) == (3, 2, 1)
     assert con.execute("select line_no from rejected_rows").fetchall() == [(4,)]
+
+
+def _csv_module_rows(text: str, width: int = 5) -> list[tuple]:
+    """(first physical line, the five fields) of every row, as Python's csv module reads ``text``: the reference."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    rows, last = [], reader.line_num
+    for record in reader:
+        start, last = last + 1, reader.line_num
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        rows.append((start, *(record[i] if i < len(record) else None for i in range(width))))
+    return rows
+
+
+def _reader_rows(path, block_bytes: int) -> list[tuple]:
+    table = _full_rules_table_of(csv_chunks(path, block_bytes=block_bytes))
+    return sorted(zip(*(table.column(c).to_pylist() for c in ["line_no", *COLUMNS])))
+
+
+def _full_rules_table_of(batches) -> pa.Table:
+    return pa.Table.from_batches([b.filter(pa.compute.greater(b.column("line_no"), 0)) for b in batches])
+
+
+QUOTED = [
+    '1,"Male",30,50,40',  # quoted text: read in the block, as the csv module reads it
+    '"2","Female","41","70",""',  # every field quoted, the score empty
+    '3,"",30,50,40',  # an empty quoted gender
+    '4,"Ma"le,30,50,40',  # text after a closing quote
+    '5,"Fe""male",30,50,40',  # an escaped quote
+    '6,"Male,x",30,50',  # a separator inside quotes (and one field short)
+    '7, "Male",30,50,40',  # a space before the quote: the quote is text
+    '9,"Male" ,30,50,40',  # a space after the closing quote
+    '10,"Fe',  # a field over two lines
+    'male",30,50,40',
+    '11,"Male",30,50,40,"a, b"',  # an extra field with a separator inside its quotes
+    '12,"Female",30,50,"7"',
+]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("block_bytes", [16, 97, 1 << 20])
+def test_quoted_fields_read_as_pythons_csv_module_reads_them(tmp_path, block_bytes, crlf):
+    end = "\r\n" if crlf else "\n"
+    text = H + end + end.join(QUOTED) + end
+    path = tmp_path / "q.csv"
+    path.write_bytes(text.encode())
+    assert _reader_rows(path, block_bytes) == _csv_module_rows(text)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_quoting_reads_as_pythons_csv_module_reads_it(tmp_path, seed):
+    import random
+
+    rng = random.Random(seed)
+
+    def field(value: str) -> str:
+        kind = rng.random()
+        if kind < 0.5:
+            return value
+        if kind < 0.8:
+            return f'"{value}"'
+        return rng.choice([f'"{value}""x"', f' "{value}"', f'"{value},y"', f'"{value}" ', '""', ""])
+
+    lines = []
+    for i in range(400):
+        values = [str(i + 1), rng.choice(["Male", "Female", "male"]), str(rng.randint(5, 130)), "50", ""]
+        values[4] = rng.choice(["", "40", "101"])
+        lines.append(",".join(field(v) for v in (values + ["z"])[: rng.choice([4, 5, 5, 5, 6])]))
+    text = H + "\n" + "\n".join(lines) + "\n"
+    path = tmp_path / "r.csv"
+    path.write_text(text)
+    for block_bytes in (64, 1 << 20):
+        assert _reader_rows(path, block_bytes) == _csv_module_rows(text)
+
+
+def test_a_file_that_quotes_its_text_is_parsed_in_the_reader(tmp_path):
+    """Many exports quote every text field ("Male"): those lines are parsed in numpy, not by the csv module
+    line by line, so such a file loads at the plain speed (bench/bench_ingest.py)."""
+    from mallscore.csvsource import PLAIN_SCHEMA, csv_split
+
+    path = tmp_path / "q.csv"
+    path.write_text(
+        H + "\n" + "\n".join(f'{i},"{g}",30,50,40' for i, g in enumerate(["Male", "Female"] * 50, 1)) + "\n"
+    )
+    batches = list(csv_split(path))
+    assert [b.schema.equals(PLAIN_SCHEMA) for b in batches] == [True] and batches[0].num_rows == 100
+    assert batches[0].column("gender").to_pylist()[:2] == ["Male", "Female"]
