@@ -275,22 +275,30 @@ def _block_batches(
     inner_returns = len(returns) - int(np.count_nonzero(cr_end))
     w1 = layout.width - 1
     record_ends = np.ones(n, bool)
-    if not len(quotes) and not inner_returns and len(seps) == n * w1:
-        # the usual block: every line has exactly width - 1 separators, no quotes
+    quoted = bool(len(quotes))
+    simple = None  # per line: no quotes, or only quotes around whole fields
+    if not inner_returns and len(seps) == n * w1:
+        if quoted:
+            simple = _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
+        # the usual block: every line has exactly width - 1 separators, and no quotes but around whole fields
         grid = seps.reshape(n, w1)
-        if (grid[:, 0] >= starts).all() and (grid[:, -1] < ends).all():
+        if (simple is None or simple.all()) and (grid[:, 0] >= starts).all() and (grid[:, -1] < ends).all():
             counted = None
-            if layout.width == len(COLUMNS) and not split:  # no extra column: count non-digits per line at once
+            if layout.width == len(COLUMNS) and not split and not quoted:  # count non-digits per line at once
                 nondigits = ((arr - np.uint8(48)) > 9).view(np.uint8)
                 counted = (np.add.reduceat(nondigits, starts, dtype=np.int32), w1 + 1 + cr_end)
             rows = np.arange(n)
             if split:
-                return _split_rows(block, rows, starts, ends, grid, first_line, layout), n
-            return [_fast_rows(block, rows, starts, ends, grid, first_line, layout, counted)], n
+                return _split_rows(block, rows, starts, ends, grid, first_line, layout, quoted), n
+            return [_fast_rows(block, rows, starts, ends, grid, first_line, layout, counted, quoted=quoted)], n
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
-    if len(quotes):
-        regular &= _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
+    if quoted:
+        regular &= (
+            simple
+            if simple is not None
+            else _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
+        )
         record_ends = np.searchsorted(quotes, breaks) % 2 == 0  # a line break outside quotes ends a record
     if inner_returns:
         regular &= np.searchsorted(returns, ends) == np.searchsorted(returns, starts)
@@ -298,7 +306,6 @@ def _block_batches(
     rows = np.flatnonzero(regular)
     if len(rows):
         grid = seps[first_sep[rows][:, None] + np.arange(w1)]
-        quoted = bool(len(quotes))
         if split:
             batches.extend(_split_rows(block, rows, starts[rows], ends[rows], grid, first_line, layout, quoted))
         else:
