@@ -300,6 +300,7 @@ def _block_batches(
             else _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
         )
         record_ends = np.searchsorted(quotes, breaks) % 2 == 0  # a line break outside quotes ends a record
+        regular &= record_ends & np.r_[True, record_ends[:-1]]  # not a line of a record that spans lines
     if inner_returns:
         regular &= np.searchsorted(returns, ends) == np.searchsorted(returns, starts)
     batches = []

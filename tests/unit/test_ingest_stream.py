@@ -197,7 +197,9 @@ def _reader_rows(path, block_bytes: int) -> list[tuple]:
 
 
 def _full_rules_table_of(batches) -> pa.Table:
-    return pa.Table.from_batches([b.filter(pa.compute.greater(b.column("line_no"), 0)) for b in batches])
+    import pyarrow.compute as pc
+
+    return pa.Table.from_batches([b.filter(pc.greater(b.column("line_no"), 0)) for b in batches])
 
 
 QUOTED = [
@@ -212,6 +214,9 @@ QUOTED = [
     '10,"Fe',  # a field over two lines
     'male",30,50,40',
     '11,"Male",30,50,40,"a, b"',  # an extra field with a separator inside its quotes
+    '13,"Female",30,50,"1',  # a field over three lines, the middle one shaped like a row
+    '14,Male,30,50,40',
+    '2"',
     '12,"Female",30,50,"7"',
 ]
 
