@@ -215,7 +215,7 @@ QUOTED = [
     'male",30,50,40',
     '11,"Male",30,50,40,"a, b"',  # an extra field with a separator inside its quotes
     '13,"Female",30,50,"1',  # a field over three lines, the middle one shaped like a row
-    '14,Male,30,50,40',
+    "14,Male,30,50,40",
     '2"',
     '12,"Female",30,50,"7"',
 ]
