@@ -191,13 +191,13 @@ def read_header(path: Path, encoding: str) -> _CsvLayout:
     return _CsvLayout(path, encoding, delimiter, len(header), tuple(positions), offset, line_no + 1, old_mac)
 
 
-def _record_cut(buf: bytes) -> int:
-    """Bytes of ``buf`` that end at a line break outside quotes (0: no such break yet)."""
+def _record_cut(buf: bytes, delimiter: str = ",") -> int:
+    """Bytes of ``buf`` (which starts a record) that end at a line break outside quotes (0: no such break yet)."""
     if b'"' not in buf:
         return buf.rfind(b"\n") + 1
     arr = np.frombuffer(buf, np.uint8)
     breaks = np.flatnonzero(arr == 10)
-    quotes = np.flatnonzero(arr == 34)
+    quotes = _quoting_quotes(arr, np.flatnonzero(arr == 34), delimiter)
     outside = np.flatnonzero(np.searchsorted(quotes, breaks) % 2 == 0)
     if len(outside):
         return int(breaks[outside[-1]]) + 1
@@ -224,7 +224,7 @@ def _raw_blocks(layout: _CsvLayout, block_bytes: int) -> Iterator[bytes]:
                     yield carry if carry.endswith(b"\n") else carry + b"\n"
                 return
             buf = carry + data if carry else data
-            cut = _record_cut(buf)
+            cut = _record_cut(buf, layout.delimiter)
             if cut:
                 yield buf[:cut]
             carry = buf[cut:]
@@ -294,12 +294,11 @@ def _block_batches(
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
     if quoted:
-        regular &= (
-            simple
-            if simple is not None
-            else _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
-        )
-        record_ends = np.searchsorted(quotes, breaks) % 2 == 0  # a line break outside quotes ends a record
+        if simple is None:
+            simple = _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
+        regular &= simple
+        # a line break outside quotes ends a record (quotes that are text do not count)
+        record_ends = np.searchsorted(_quoting_quotes(arr, quotes, layout.delimiter), breaks) % 2 == 0
         regular &= record_ends & np.r_[True, record_ends[:-1]]  # not a line of a record that spans lines
     if inner_returns:
         regular &= np.searchsorted(returns, ends) == np.searchsorted(returns, starts)
@@ -341,6 +340,36 @@ def _unquoted_or_simply_quoted(
     count = np.bincount(line, minlength=n)
     bad = np.bincount(line, weights=~good, minlength=n) > 0
     return (count == 0) | ((count % 2 == 0) & ~bad)
+
+
+def _quoting_quotes(arr: np.ndarray, quotes: np.ndarray, delimiter: str) -> np.ndarray:
+    """The quotes of a block (which starts a record) that quote, as Python's csv module reads them: one that
+    opens a field at its start, the one that closes it, both of a doubled quote inside. A quote inside a
+    field that does not start with one is text (``5'10"``) and does not count.
+
+    Usually every quote quotes: then every other one, from the first, opens a field or doubles the quote
+    before it, which numpy checks at once. Otherwise a loop over the block's quotes decides.
+    """
+    sep = ord(delimiter)
+    opening = quotes[0::2]
+    before = arr[np.maximum(opening - 1, 0)]
+    if ((opening == 0) | (before == sep) | (before == 10) | (before == 13) | (before == 34)).all():
+        return quotes
+    size = len(arr)
+    quoting = np.zeros(len(quotes), bool)
+    inside = doubled = False
+    for k, q in enumerate(quotes.tolist()):
+        if doubled:  # the second quote of a doubled one
+            quoting[k], doubled = True, False
+        elif inside:
+            quoting[k] = True
+            if q + 1 < size and arr[q + 1] == 34:
+                doubled = True
+            else:
+                inside = False
+        elif q == 0 or arr[q - 1] in (sep, 10, 13):  # at the start of a field: it opens a quoted field
+            quoting[k] = inside = True
+    return quotes[quoting]
 
 
 def _field_bounds(

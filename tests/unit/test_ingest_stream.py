@@ -214,6 +214,8 @@ QUOTED = [
     '10,"Fe',  # a field over two lines
     'male",30,50,40',
     '11,"Male",30,50,40,"a, b"',  # an extra field with a separator inside its quotes
+    '8,Male",30,50,40',  # a quote inside a field that does not start with one: text
+    '9,5\'10",30,50,"x"',
     '13,"Female",30,50,"1',  # a field over three lines, the middle one shaped like a row
     "14,Male,30,50,40",
     '2"',
@@ -243,7 +245,7 @@ def test_random_quoting_reads_as_pythons_csv_module_reads_it(tmp_path, seed):
             return value
         if kind < 0.8:
             return f'"{value}"'
-        return rng.choice([f'"{value}""x"', f' "{value}"', f'"{value},y"', f'"{value}" ', '""', ""])
+        return rng.choice([f'"{value}""x"', f' "{value}"', f'"{value},y"', f'{value}"', f'"{value}" ', '""', ""])
 
     lines = []
     for i in range(400):
