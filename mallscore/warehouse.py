@@ -276,7 +276,7 @@ class KeyCheckError(ConfigError):
 # DuckDB's memory while the key checks run. Each check groups the relation by its key, and a GROUP BY
 # spills to <warehouse>.tmp beyond the cap; the count(distinct) it replaced could not spill and held
 # every key in memory (10M customers, seven relations: 2.5 s and 592 MiB peak; grouped under this cap:
-# 1.8 s and 207 MiB, and out of memory when count(distinct) ran under a cap).
+# 1.8-2.0 s and 203-207 MiB, and out of memory when count(distinct) ran under a 256MB cap).
 KEY_CHECK_MEMORY_LIMIT = "128MB"
 
 
