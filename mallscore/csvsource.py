@@ -203,6 +203,8 @@ def _record_cut(buf: bytes, delimiter: str = ",") -> int:
     arr = np.frombuffer(buf, np.uint8)
     breaks = np.flatnonzero(arr == 10)
     quotes = _quoting_quotes(arr, np.flatnonzero(arr == 34), delimiter)
+    if len(breaks) and np.searchsorted(quotes, breaks[-1]) % 2 == 0:  # usually the last break is outside
+        return int(breaks[-1]) + 1
     outside = np.flatnonzero(np.searchsorted(quotes, breaks) % 2 == 0)
     if len(outside):
         return int(breaks[outside[-1]]) + 1
@@ -281,13 +283,14 @@ def _block_batches(
     w1 = layout.width - 1
     record_ends = np.ones(n, bool)
     quoted = bool(len(quotes))
-    simple = None  # per line: no quotes, or only quotes around whole fields
     if not inner_returns and len(seps) == n * w1:
-        if quoted:
-            simple = _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
         # the usual block: every line has exactly width - 1 separators, and no quotes but around whole fields
         grid = seps.reshape(n, w1)
-        if (simple is None or simple.all()) and (grid[:, 0] >= starts).all() and (grid[:, -1] < ends).all():
+        if (
+            (grid[:, 0] >= starts).all()
+            and (grid[:, -1] < ends).all()
+            and (not quoted or _quotes_only_around_fields(arr, len(quotes), starts, ends, grid))
+        ):
             counted = None
             if layout.width == len(COLUMNS) and not split and not quoted:  # count non-digits per line at once
                 nondigits = ((arr - np.uint8(48)) > 9).view(np.uint8)
@@ -299,9 +302,7 @@ def _block_batches(
     first_sep = np.searchsorted(seps, starts)
     regular = np.searchsorted(seps, ends) - first_sep == w1
     if quoted:
-        if simple is None:
-            simple = _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
-        regular &= simple
+        regular &= _unquoted_or_simply_quoted(arr, quotes, seps, starts, ends, layout.delimiter)
         # a line break outside quotes ends a record (quotes that are text do not count)
         record_ends = np.searchsorted(_quoting_quotes(arr, quotes, layout.delimiter), breaks) % 2 == 0
         regular &= record_ends & np.r_[True, record_ends[:-1]]  # not a line of a record that spans lines
@@ -319,6 +320,25 @@ def _block_batches(
     if len(others):
         batches.append(_parsed_rows(block, others, starts, ends, record_ends, first_line, layout))
     return batches, n
+
+
+def _quotes_only_around_fields(
+    arr: np.ndarray, quotes: int, starts: np.ndarray, ends: np.ndarray, grid: np.ndarray
+) -> bool:
+    """Whether a block's ``quotes`` quote bytes are exactly the first and last bytes of some of its fields
+    (``grid``: every line's separators): then every line is simply quoted (``_unquoted_or_simply_quoted``),
+    found with no search per quote. Each such field holds two of the quotes, so when they account for all
+    of them no quote is left inside any field."""
+    n, w1 = grid.shape
+    field_starts = np.empty((n, w1 + 1), np.int64)
+    field_ends = np.empty((n, w1 + 1), np.int64)
+    field_starts[:, 0], field_starts[:, 1:] = starts, grid + 1
+    field_ends[:, :-1], field_ends[:, -1] = grid, ends
+    field_starts, field_ends = field_starts.ravel(), field_ends.ravel()
+    wrapped = field_ends - field_starts >= 2
+    wrapped &= arr.take(field_starts, mode="clip") == 34
+    wrapped &= arr.take(field_ends - 1, mode="clip") == 34
+    return 2 * int(np.count_nonzero(wrapped)) == quotes
 
 
 def _unquoted_or_simply_quoted(
