@@ -196,7 +196,7 @@ def read_header(path: Path, encoding: str) -> _CsvLayout:
     return _CsvLayout(path, encoding, delimiter, len(header), tuple(positions), offset, line_no + 1, old_mac)
 
 
-def _record_cut(buf: bytes, delimiter: str = ",") -> int:
+def _record_cut(buf: bytes, delimiter: str) -> int:
     """Bytes of ``buf`` (which starts a record) that end at a line break outside quotes (0: no such break yet)."""
     if b'"' not in buf:
         return buf.rfind(b"\n") + 1

@@ -73,10 +73,17 @@ def _written(con):
     return rejected, customers, counts
 
 
+def _reader_table(path, block_bytes: int | None = None) -> pa.Table:
+    """Every row the CSV reader yields (its filler rows, line 0, left out)."""
+    import pyarrow.compute as pc
+
+    batches = csv_chunks(path) if block_bytes is None else csv_chunks(path, block_bytes=block_bytes)
+    return pa.Table.from_batches([b.filter(pc.greater(b.column("line_no"), 0)) for b in batches])
+
+
 def _full_rules_table(path) -> pa.Table:
     """The same rows as the CSV reader yields them, without the plain flag: the full rules apply."""
-    batches = [b.filter(pa.compute.greater(b.column("line_no"), 0)) for b in csv_chunks(path)]
-    table = pa.Table.from_batches(batches)
+    table = _reader_table(path)
     return table.select(["line_no", *COLUMNS, "problem"])
 
 
@@ -192,14 +199,8 @@ def _csv_module_rows(text: str, width: int = 5) -> list[tuple]:
 
 
 def _reader_rows(path, block_bytes: int) -> list[tuple]:
-    table = _full_rules_table_of(csv_chunks(path, block_bytes=block_bytes))
+    table = _reader_table(path, block_bytes)
     return sorted(zip(*(table.column(c).to_pylist() for c in ["line_no", *COLUMNS])))
-
-
-def _full_rules_table_of(batches) -> pa.Table:
-    import pyarrow.compute as pc
-
-    return pa.Table.from_batches([b.filter(pc.greater(b.column("line_no"), 0)) for b in batches])
 
 
 QUOTED = [
