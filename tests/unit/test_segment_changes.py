@@ -82,6 +82,30 @@ def test_new_customers_are_new_and_a_customer_whose_data_breaks_the_contract_is_
     assert (run["rows_scored"], run["rows_rejected"]) == (10, 1)
 
 
+def test_all_rebuilds_segments_and_withdraws_a_customer_who_left_the_feature_table(scored_setup: Settings) -> None:
+    first = score_customers(scored_setup, publish=False)
+    before = _segments(scored_setup)
+    _execute(scored_setup, "delete from raw_customers where customer_id in (11, 12)")
+    nightly = score_customers(scored_setup, publish=False)  # a nightly run scores no one, and keeps both
+    assert nightly["rows_read"] == 0 and _segments(scored_setup) == before
+    rebuilt = score_customers(scored_setup, mode="all", publish=False)
+    after = _segments(scored_setup)
+    feed = _feed(scored_setup, rebuilt["run_id"])
+    assert (rebuilt["rows_scored"], rebuilt["rows_rejected"]) == (498, 0)
+    assert after.keys() == before.keys() - {11, 12}
+    assert {c: feed[c] for c in (11, 12)} == {
+        c: ("removed", before[c][0], None, before[c][2], None) for c in (11, 12)
+    }
+    assert {row[0] for c, row in feed.items() if c not in (11, 12)} <= {"changed"}  # same model: no change
+    archived = query(
+        scored_setup,
+        "select count(*), count(distinct customer_id), min(run_id), max(run_id), min(archived_by_run), "
+        "max(archived_by_run) from segment_archive",
+    )
+    assert archived == [(500, 500, first["run_id"], first["run_id"], rebuilt["run_id"], rebuilt["run_id"])]
+    assert query(scored_setup, "select count(*) from segment_history") == [(998,)]
+
+
 def test_a_failed_run_leaves_no_feed(scored_setup: Settings) -> None:
     score_customers(scored_setup, publish=False)
     # segments that refuse any later run's rows (on scored_at: a label column such as model_version cannot
