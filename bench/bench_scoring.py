@@ -15,9 +15,10 @@
    medians over BENCH_RESCORE_REPEATS (default 7). Target ratio < 1.
 
 5. all: `mallscore score --all` on an already-scored warehouse of BENCH_SCORE_ROWS
-   customers (every segment replaced and archived) vs the same `duckdb_ctas_logit`, and
-   vs `duckdb_archive_then_ctas`: the same work in the engine (every current segment
-   copied to segment_archive, deleted, the new ones inserted, one transaction).
+   customers (every segment replaced and archived) vs `duckdb_archive_then_ctas`: the same
+   work in the engine (every current segment copied to segment_archive, deleted, the new
+   ones inserted, one transaction). Target ratio <= 1.3. Also printed: the ratio to
+   `duckdb_ctas_logit`, which writes half the rows (no archive).
 
 BENCH_SCORING_PARTS (default "scoring,all,notebook,memory,rescore") picks some of them.
 
@@ -374,8 +375,8 @@ def bench_scoring(b: Bench, repeats: int) -> dict:
 
 
 def bench_scoring_all(b: Bench, repeats: int) -> dict:
-    """`mallscore score --all` on an already-scored warehouse (every segment replaced and archived) vs the CTAS,
-    and vs ``duckdb_archive_then_ctas``: the same work (archive, delete, insert) done in the engine."""
+    """`mallscore score --all` on an already-scored warehouse (every segment replaced and archived) vs
+    ``duckdb_archive_then_ctas``, the same work (archive, delete, insert) done in the engine; and vs the CTAS."""
     rows = _env_int("BENCH_SCORE_ROWS", 10_000_000)
     settings = b.warehouse(rows)
     sql, params = ctas_logit_sql(b.card, b.pipe)
@@ -392,12 +393,13 @@ def bench_scoring_all(b: Bench, repeats: int) -> dict:
     ours, base, work = statistics.median(runs), statistics.median(ctas), statistics.median(same)
     print(
         f"scoring --all: {rows:,} already-scored customers: mallscore score --all {ours:.2f}s "
-        f"(phases of the last run {run['seconds']}) vs duckdb_ctas_logit {base:.2f}s: ratio {ours / base:.2f} "
-        "(target <= 1.3)"
+        f"(phases of the last run {run['seconds']}) vs the same work in the engine (archive every segment, "
+        f"delete, insert the new ones, one transaction): duckdb_archive_then_ctas {work:.2f}s: ratio "
+        f"{ours / work:.2f} (target <= 1.3)"
     )
     print(
-        f"scoring --all: the same work in the engine (archive every segment, delete, insert the new ones, one "
-        f"transaction): duckdb_archive_then_ctas {work:.2f}s: ratio {ours / work:.2f}"
+        f"scoring --all: vs duckdb_ctas_logit {base:.2f}s (no archive: half the rows written): "
+        f"ratio {ours / base:.2f}"
     )
     return {
         "rows": rows,

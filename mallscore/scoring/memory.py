@@ -15,9 +15,10 @@ from mallscore.warehouse import size_bytes
 REPLACE_MEMORY_LIMIT = "256MB"
 
 
-# Segments are replaced (archived, then deleted) in ranges of customer ids holding about this many rows
-# each: under REPLACE_MEMORY_LIMIT a join of 10M replaced customers spills; four ranges do not (10M
-# customers, score --all: archive 8.8 s in one statement, 4.5 s in four).
+# A nightly run's replaced segments (archived, then deleted) are handled in ranges of customer ids holding
+# about this many rows each: under REPLACE_MEMORY_LIMIT a join of 10M replaced customers spills; four ranges
+# do not (10M customers replaced: archive 8.8 s in one statement, 4.5 s in four). `score --all` copies
+# every segment without a join (sql/scoring/archive_all.sql).
 REPLACE_CHUNK_ROWS = 2_500_000
 
 
