@@ -398,8 +398,7 @@ def bench_scoring_all(b: Bench, repeats: int) -> dict:
         f"{ours / work:.2f} (target <= 1.3)"
     )
     print(
-        f"scoring --all: vs duckdb_ctas_logit {base:.2f}s (no archive: half the rows written): "
-        f"ratio {ours / base:.2f}"
+        f"scoring --all: vs duckdb_ctas_logit {base:.2f}s (no archive: half the rows written): ratio {ours / base:.2f}"
     )
     return {
         "rows": rows,

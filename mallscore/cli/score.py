@@ -63,7 +63,11 @@ def summary_line(run: dict) -> str:
 @cli_errors
 def score(
     ctx: typer.Context,
-    all_customers: bool = typer.Option(False, "--all", help="Rescore every customer and rebuild segments (a customer gone from the feature table loses its segment)."),
+    all_customers: bool = typer.Option(
+        False,
+        "--all",
+        help="Rescore every customer and rebuild segments (a customer gone from the feature table loses its segment).",
+    ),
     model: str | None = typer.Option(
         None, "--model", metavar="VERSION", help="Score with this model version instead of the champion."
     ),

@@ -93,9 +93,7 @@ def test_all_rebuilds_segments_and_withdraws_a_customer_who_left_the_feature_tab
     feed = _feed(scored_setup, rebuilt["run_id"])
     assert (rebuilt["rows_scored"], rebuilt["rows_rejected"]) == (498, 0)
     assert after.keys() == before.keys() - {11, 12}
-    assert {c: feed[c] for c in (11, 12)} == {
-        c: ("removed", before[c][0], None, before[c][2], None) for c in (11, 12)
-    }
+    assert {c: feed[c] for c in (11, 12)} == {c: ("removed", before[c][0], None, before[c][2], None) for c in (11, 12)}
     assert {row[0] for c, row in feed.items() if c not in (11, 12)} <= {"changed"}  # same model: no change
     archived = query(
         scored_setup,
