@@ -167,6 +167,39 @@ def test_score_on_a_full_disk_rolls_back_and_a_later_run_heals(small_disk, tmp_p
 
 
 @pytest.mark.slow
+def test_score_all_on_a_full_disk_keeps_every_segment_and_a_later_run_heals(small_disk, tmp_path):
+    """`score --all` archives every segment before it writes the new ones: the disk fills inside that copy."""
+    settings = Settings(warehouse=small_disk / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models")
+    seed_customers(settings, known=150_000, new=0)
+    write_model(settings.models_dir, "v1", ranges={"age": (12.0, 120.0), "annual_income": (0.0, 10_000.0)})
+    unscored = settings.warehouse.stat().st_size
+    assert run(settings, "score").returncode == 0
+    segments_bytes = settings.warehouse.stat().st_size - unscored
+    snapshot_before = settings.snapshot.read_bytes()
+    state_before = read_state(settings.warehouse)
+    assert state_before.segments == (150_000, 150_000)
+    # room for the 'running' row and part of the archive's copy of segments: the disk fills inside the run
+    filler = fill(small_disk, leave=segments_bytes // 2)
+    out = run(settings, "score", "--all")
+    assert_clean_failure(out, settings.warehouse.parent)
+    assert "analyst snapshot" not in out.stderr  # the run failed, not the publish after it
+    state = read_state(settings.warehouse)
+    assert_all_or_nothing(state, "after the full disk")
+    assert state.segments == state_before.segments and state.segment_runs == state_before.segment_runs
+    assert state.history == state_before.history  # nothing archived
+    assert sorted(s for s, _, _ in state.runs.values()) == ["failed", "succeeded"]
+    assert settings.snapshot.read_bytes() == snapshot_before
+    filler.unlink()
+    healed = run(settings, "score", "--all", "--json")
+    assert healed.returncode == 0, healed.stderr
+    state = read_state(settings.warehouse)
+    assert_all_or_nothing(state, "after freeing space")
+    assert_one_segment_per_customer(state, "after freeing space")
+    assert sorted(state.history.values()) == [150_000, 150_000]  # the first run archived, the rebuild current
+    assert state.segment_runs == {json.loads(healed.stdout)["run_id"]: 150_000}
+
+
+@pytest.mark.slow
 def test_snapshot_publish_on_a_full_disk_keeps_the_previous_snapshot(small_disk, tmp_path):
     settings = Settings(warehouse=small_disk / "wh" / "mallscore.duckdb", models_dir=tmp_path / "models")
     seed_customers(settings, known=60_000, new=60_000)
