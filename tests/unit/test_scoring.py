@@ -304,9 +304,10 @@ def test_segment_summary_is_read_from_the_snapshot(scored_setup: Settings) -> No
 
 
 def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(tmp_path: Path) -> None:
-    """Moving every replaced segment to the archive joins them twice in one transaction; under the job's cap
-    alone that ran out of memory ("failed to pin block"), 3M customers at 64MB as 150k at 12MB here (8MB
-    left the first run, which writes top_reason and the groups too, at the edge)."""
+    """A new model replaces every segment: archiving them joins the segments with the candidates twice in one
+    transaction (in ranges); under the job's cap alone that ran out of memory ("failed to pin block"), 3M
+    customers at 64MB as 150k at 12MB here (8MB left the first run, which writes top_reason and the groups
+    too, at the edge). `--all` then copies every segment without a join, under the same cap."""
     from mallscore.synth import synth_customers
     from mallscore.warehouse import build, connect
 
@@ -317,9 +318,12 @@ def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(
     con.close()
     write_model(settings.models_dir, "v1")
     assert score_customers(settings, publish=False)["rows_scored"] == 150_000
+    write_model(settings.models_dir, "v2", seed=5)
+    switched = score_customers(settings, publish=False)
+    assert (switched["status"], switched["model_version"], switched["rows_scored"]) == ("succeeded", "v2", 150_000)
     again = score_customers(settings, mode="all", publish=False)
     assert (again["status"], again["rows_scored"]) == ("succeeded", 150_000)
-    assert query(settings, "select count(*), count(distinct archived_by_run) from segment_archive") == [(150_000, 1)]
+    assert query(settings, "select count(*), count(distinct archived_by_run) from segment_archive") == [(300_000, 2)]
 
 
 @pytest.mark.parametrize("chunk_rows", [1_000_000, 37])  # one range, or about 14 ranges of customer ids
