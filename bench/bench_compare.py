@@ -33,8 +33,8 @@ from mallscore import registry  # noqa: E402
 def register_challenger(b: Bench) -> str:
     """bench-v2: the champion's pipeline refitted with balanced class weights, registered beside it."""
     import numpy as np
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+
+    from mallscore.training.export import convert
 
     t = generate(20_000, seed=0)
     x = np.column_stack(
@@ -46,13 +46,7 @@ def register_challenger(b: Bench) -> str:
     )
     y = (t.column("spending_score").to_numpy() > 50).astype(int)
     pipe = b.pipe.set_params(logisticregression__class_weight="balanced").fit(x, y)
-    onnx_model = convert_sklearn(
-        pipe,
-        initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
-        options={id(pipe[-1]): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    data = onnx_model.SerializeToString()
+    data = convert(pipe, list(FEATURES))  # the training job's export
     card = {k: v for k, v in b.card.items() if k != "card_sha256"}
     card.update(version="bench-v2", onnx={**card["onnx"], "sha256": hashlib.sha256(data).hexdigest()})
     registry.register(b.models_dir, card, {"model.onnx": data})

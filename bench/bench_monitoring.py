@@ -68,20 +68,13 @@ def _binned_pipeline(x, y):
 def register_pair(models_dir: Path, base_card: dict, pipe, name: str) -> tuple[str, str]:
     """The same ONNX model twice: ``<name>-plain`` (no reference) and ``<name>-ref`` (with); returns both versions."""
     import numpy as np
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
 
     from mallscore.monitoring import build_reference
-    from mallscore.training.export import onnx_probabilities
+    from mallscore.training.export import convert, onnx_probabilities
 
     x, _ = _training_rows()
     features = [f["name"] for f in base_card["features"]]
-    data = convert_sklearn(
-        pipe,
-        initial_types=[(n, FloatTensorType([None, 1])) for n in features],
-        options={id(pipe[-1]): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    ).SerializeToString()
+    data = convert(pipe, features)  # the training job's export
     versions = []
     for suffix, reference in (("plain", False), ("ref", True)):
         card = copy.deepcopy({k: v for k, v in base_card.items() if k != "card_sha256"})

