@@ -6,8 +6,8 @@ import duckdb
 
 from mallscore.warehouse import size_bytes
 
-# Moving a run's replaced segments to the archive joins them with the candidates twice in one
-# transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
+# Moving a run's replaced segments to the archive joins them with the customers the run wrote twice in
+# one transaction (insert, then delete). Under the 64MB cap, the delete of 3M replaced customers failed
 # about every other time with "failed to pin block" (the buffer pool full of the uncommitted archive
 # rows), on main as well; with 256MB it never did, at 10M neither. The cap cannot come back down
 # while the transaction holds those rows, so a run that replaces segments keeps the raised cap until
@@ -15,18 +15,19 @@ from mallscore.warehouse import size_bytes
 REPLACE_MEMORY_LIMIT = "256MB"
 
 
-# A nightly run's replaced segments (archived, then deleted) are handled in ranges of customer ids holding
-# about this many rows each: under REPLACE_MEMORY_LIMIT a join of 10M replaced customers spills; four ranges
-# do not (10M customers replaced: archive 8.8 s in one statement, 4.5 s in four). `score --all` copies
-# every segment without a join (sql/scoring/archive_all.sql).
+# A run that replaces many segments archives (then deletes) them in ranges of customer ids holding about
+# this many of the run's rows each: under REPLACE_MEMORY_LIMIT a join of 10M replaced customers spills; four
+# ranges do not (10M customers replaced: archive 8.8 s in one statement, 4.5 s in four). `score --all`
+# copies every segment without a join (sql/scoring/archive_all.sql).
 REPLACE_CHUNK_ROWS = 2_500_000
 
 
-def replace_ranges(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
-    """Inclusive customer id ranges covering segments, each about REPLACE_CHUNK_ROWS rows if ids are even."""
-    rows, lo, hi = con.execute("select count(*), min(customer_id), max(customer_id) from segments").fetchall()[0]
-    if not rows:
-        return [(0, -1)]  # nothing to replace: one empty range keeps the statements' plan the same
+def replace_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[int, int]]:
+    """Inclusive customer id ranges covering segments for a run that wrote ``rows`` rows: about
+    REPLACE_CHUNK_ROWS of them in each if ids are even (one range for a night with few changes)."""
+    lo, hi = con.execute("select min(customer_id), max(customer_id) from segments").fetchall()[0]
+    if lo is None or not rows:
+        return []
     parts = max(1, -(-rows // REPLACE_CHUNK_ROWS))
     step = -(-(hi - lo + 1) // parts)
     return [(start, min(hi, start + step - 1)) for start in range(lo, hi + 1, step)]

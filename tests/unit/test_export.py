@@ -114,7 +114,12 @@ def test_concat_feature_inputs_leaves_vectorizers_that_cast_pad_or_truncate(inpu
 def test_concat_feature_inputs_rewrites_one_column_float_inputs():
     model = export.concat_feature_inputs(_vectorizer_graph([("a", 1, 1), ("b", 1, 1), ("c", 1, 1)], [1, 1, 1]))
     [node] = model.graph.node
-    assert (node.op_type, node.domain, list(node.input), list(node.output)) == ("Concat", "", ["a", "b", "c"], ["joined"])
+    assert (node.op_type, node.domain, list(node.input), list(node.output)) == (
+        "Concat",
+        "",
+        ["a", "b", "c"],
+        ["joined"],
+    )
 
 
 REAL_CONVERT = export.convert

@@ -347,6 +347,14 @@ def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
         scored_setup, "select count(*) from segment_archive where archived_by_run = ?", [nightly["run_id"]]
     )
     assert archived == [(changed,)]
+    # every changed customer's older row was archived once and left segments: one current row per customer
+    assert query(scored_setup, "select count(*), count(distinct customer_id) from segments") == [(500, 500)]
+    assert query(
+        scored_setup,
+        "select count(*) from segment_archive a join segments s using (customer_id) "
+        "where a.archived_by_run = ? and a.run_id = ? and s.run_id = ?",
+        [nightly["run_id"], first["run_id"], nightly["run_id"]],
+    ) == [(changed,)]
     everyone = score_customers(scored_setup, mode="all")
     assert everyone["rows_scored"] == first["rows_scored"] == 500
     assert counts(scored_setup)["segments"] == 500
@@ -369,15 +377,16 @@ def test_replace_ranges_cover_every_id_once_even_at_the_ends_of_bigint() -> None
     con = duckdb.connect()
     try:
         con.execute("create table segments (customer_id bigint)")
-        assert replace_ranges(con) == [(0, -1)]
+        assert replace_ranges(con, 10) == []
         ids = [-(2**63), -5, 0, 3, 2**40, 2**63 - 2, 2**63 - 1]
         con.execute("insert into segments select unnest(?)", [ids])
+        assert replace_ranges(con, 0) == []
         from mallscore.scoring import memory
 
         for chunk in (1, 2, 3, 10**9):
             memory.REPLACE_CHUNK_ROWS, saved = chunk, memory.REPLACE_CHUNK_ROWS
             try:
-                ranges = replace_ranges(con)
+                ranges = replace_ranges(con, len(ids))
             finally:
                 memory.REPLACE_CHUNK_ROWS = saved
             assert ranges[0][0] == ids[0] and ranges[-1][1] == ids[-1]

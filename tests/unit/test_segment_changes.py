@@ -65,21 +65,27 @@ def test_changed_customers_are_exactly_those_whose_segment_or_label_moved(scored
     assert any(after[c][2] != before[c][2] for c in set(after) - moved)  # probability moved, not in the feed
 
 
+@pytest.mark.parametrize("engine", ["onnx", "sql"])
 def test_new_customers_are_new_and_a_customer_whose_data_breaks_the_contract_is_removed(
-    scored_setup: Settings,
+    scored_setup: Settings, engine: str
 ) -> None:
-    score_customers(scored_setup, publish=False)
+    first = score_customers(scored_setup, publish=False)
     seed_customers(scored_setup, known=0, new=10, seed=42)
     _execute(
         scored_setup,
         "update raw_customers set age = 95, updated_at = updated_at + interval 1 day where customer_id = 7",
     )
     previous = _segments(scored_setup)[7]
-    run = score_customers(scored_setup, publish=False)
+    run = score_customers(scored_setup, publish=False, engine=engine)
     feed = _feed(scored_setup, run["run_id"])
     assert {c for c, row in feed.items() if row[0] == "new"} == set(range(501, 511))
     assert feed[7] == ("removed", previous[0], None, previous[2], None)
     assert (run["rows_scored"], run["rows_rejected"]) == (10, 1)
+    # the rejected customer's segment moved to the archive (archived after the run's own rows were written)
+    assert 7 not in _segments(scored_setup) and len(_segments(scored_setup)) == 509
+    assert query(scored_setup, "select customer_id, run_id, archived_by_run from segment_archive") == [
+        (7, first["run_id"], run["run_id"])
+    ]
 
 
 def test_all_rebuilds_segments_and_withdraws_a_customer_who_left_the_feature_table(scored_setup: Settings) -> None:
