@@ -20,7 +20,12 @@
    ones inserted, one transaction). Target ratio <= 1.3. Also printed: the ratio to
    `duckdb_ctas_logit`, which writes half the rows (no archive).
 
-BENCH_SCORING_PARTS (default "scoring,all,notebook,memory,rescore") picks some of them.
+6. nightly: BENCH_NIGHTLY_CHANGED (default 1,000) changed customers out of BENCH_SCORE_ROWS already
+   scored, `mallscore score` vs `duckdb_nightly_in_engine`: the same work in the engine (choose the
+   changed customers by their keys, archive and delete their segments, insert the new ones, one
+   transaction). No target: it shows what a quiet night costs on a large warehouse.
+
+BENCH_SCORING_PARTS (default "scoring,all,nightly,notebook,memory,rescore") picks some of them.
 
 Every timing is a median over BENCH_REPEATS (default 3) runs; scoring runs are
 real subprocesses of the CLI on real DuckDB files, reset between repeats.
@@ -198,7 +203,9 @@ def double_literal(value: float) -> str:
 BASELINE_TABLE_SQL = "create table bench_ctas_segments as select * from segments limit 0"
 
 
-def ctas_logit_sql(card: dict, pipe, target: str = "bench_ctas_segments") -> tuple[str, dict]:
+def ctas_logit_sql(
+    card: dict, pipe, target: str = "bench_ctas_segments", source: str = "features_customer"
+) -> tuple[str, dict]:
     """The in-engine baseline: the same probability, tiers and columns (all of segments') in one INSERT ... SELECT
     into :data:`BASELINE_TABLE_SQL`'s copy of segments' schema (so it stores the same types the run stores).
 
@@ -215,7 +222,7 @@ def ctas_logit_sql(card: dict, pipe, target: str = "bench_ctas_segments") -> tup
     sql = f"""
 insert into {target}
 with features as (
-    select * from features_customer
+    select * from {source}
 ),
 
 scored as (
@@ -284,6 +291,48 @@ def time_archive_and_ctas(settings: Settings, sql: str, params: dict) -> float:
     finally:
         con.close()
     return elapsed
+
+
+# The same work as a nightly run with few changes, in the engine: choose the changed customers from the keys,
+# archive their segments, delete them, insert the new ones (the baseline's logit over just those customers).
+CHOOSE_CHANGED_SQL = (
+    "create temp table bench_changed as select f.customer_id from features_customer f "
+    "left join segments s using (customer_id) "
+    "where s.customer_id is null or f.updated_at is distinct from s.customer_updated_at"
+)
+CHANGED_FEATURES = "(select * from features_customer semi join bench_changed using (customer_id))"
+
+
+def time_nightly_in_engine(settings: Settings, sql: str, params: dict) -> float:
+    """``duckdb_nightly_in_engine``: one transaction choosing the changed customers by their keys, moving their
+    segments to the archive, deleting them and inserting the new ones (``sql`` over :data:`CHANGED_FEATURES`)."""
+    started = time.perf_counter()
+    con = connect(settings.warehouse)
+    try:
+        tune(con, JOB_SETTINGS)
+        con.begin()
+        con.execute(CHOOSE_CHANGED_SQL)
+        con.execute(f"{ARCHIVE_ALL_SQL} semi join bench_changed using (customer_id)")
+        con.execute("delete from segments where customer_id in (select customer_id from bench_changed)")
+        con.execute(sql, params)
+        con.commit()
+        elapsed = time.perf_counter() - started
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    return elapsed
+
+
+def change_customers(settings: Settings, every: int) -> None:
+    """Move ``updated_at`` of every ``every``-th customer a day on (the night's changes)."""
+    con = connect(settings.warehouse)
+    try:
+        con.execute(
+            "update raw_customers set updated_at = updated_at + interval 1 day where customer_id % ? = 0", [every]
+        )
+        con.execute("checkpoint")
+    finally:
+        con.close()
 
 
 def time_notebook(settings: Settings, pipe) -> float:
@@ -406,6 +455,34 @@ def bench_scoring_all(b: Bench, repeats: int) -> dict:
     }
 
 
+def bench_nightly(b: Bench, repeats: int) -> dict:
+    """A nightly run with few changes on a large warehouse: BENCH_NIGHTLY_CHANGED (default 1,000) changed
+    customers out of BENCH_SCORE_ROWS already scored, `mallscore score` vs ``duckdb_nightly_in_engine``."""
+    rows = _env_int("BENCH_SCORE_ROWS", 10_000_000)
+    changed = _env_int("BENCH_NIGHTLY_CHANGED", 1_000)
+    every = max(1, rows // changed)
+    settings = b.warehouse(rows)
+    sql, params = ctas_logit_sql(b.card, b.pipe, target="segments", source=CHANGED_FEATURES)
+    b.reset(settings)
+    b.score(settings)  # everyone scored once
+    runs, same = [], []
+    for _ in range(repeats):
+        change_customers(settings, every)
+        same.append(time_nightly_in_engine(settings, sql, params))
+        change_customers(settings, every)
+        run, _, _ = b.score(settings)
+        assert run["rows_scored"] == rows // every, run
+        runs.append(run["seconds"]["total"] - run["seconds"]["publish"])
+    ours, work = statistics.median(runs), statistics.median(same)
+    print(
+        f"scoring nightly: {rows // every:,} changed of {rows:,} scored customers: mallscore score {ours:.2f}s "
+        f"(phases of the last run {run['seconds']}) vs the same work in the engine (choose the changed customers, "
+        f"archive and delete their segments, insert the new ones, one transaction): duckdb_nightly_in_engine "
+        f"{work:.2f}s: ratio {ours / work:.2f} (no target; the issue's targets are the runs above)"
+    )
+    return {"rows": rows, "changed": rows // every, "run_s": ours, "same_work_s": work, "ratio": ours / work}
+
+
 def bench_notebook(b: Bench, repeats: int) -> dict:
     rows = _env_int("BENCH_NOTEBOOK_ROWS", 100_000)
     settings = b.warehouse(rows)
@@ -502,11 +579,13 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix="scoring-") as tmp:
         b = Bench(Path(tmp))
-        parts = os.environ.get("BENCH_SCORING_PARTS", "scoring,all,notebook,memory,rescore").split(",")
+        parts = os.environ.get("BENCH_SCORING_PARTS", "scoring,all,nightly,notebook,memory,rescore").split(",")
         if "scoring" in parts:
             results["scoring"] = bench_scoring(b, repeats)
         if "all" in parts:
             results["scoring_all"] = bench_scoring_all(b, repeats)
+        if "nightly" in parts:
+            results["scoring_nightly"] = bench_nightly(b, repeats)
         if "notebook" in parts:
             results["notebook"] = bench_notebook(b, repeats)
         if "memory" in parts:
