@@ -274,23 +274,27 @@ ARCHIVE_ALL_SQL = (
 )
 
 
-def time_archive_and_ctas(settings: Settings, sql: str, params: dict) -> float:
-    """``duckdb_archive_then_ctas``: in one transaction, archive every segment (one INSERT ... SELECT, no join),
-    delete them, insert the new ones with the baseline's logit (``sql`` targeting segments), commit."""
+def time_transaction(settings: Settings, statements: list[tuple[str, dict | None]]) -> float:
+    """Seconds to connect with the job's engine tuning, run ``statements`` in one transaction and commit."""
     started = time.perf_counter()
     con = connect(settings.warehouse)
     try:
         tune(con, JOB_SETTINGS)
         con.begin()
-        con.execute(ARCHIVE_ALL_SQL)
-        con.execute("delete from segments")
-        con.execute(sql, params)
+        for sql, params in statements:
+            con.execute(sql, params)
         con.commit()
         elapsed = time.perf_counter() - started
         con.execute("checkpoint")
     finally:
         con.close()
     return elapsed
+
+
+def time_archive_and_ctas(settings: Settings, sql: str, params: dict) -> float:
+    """``duckdb_archive_then_ctas``: in one transaction, archive every segment (one INSERT ... SELECT, no join),
+    delete them, insert the new ones with the baseline's logit (``sql`` targeting segments), commit."""
+    return time_transaction(settings, [(ARCHIVE_ALL_SQL, None), ("delete from segments", None), (sql, params)])
 
 
 # The same work as a nightly run with few changes, in the engine: choose the changed customers from the keys,
@@ -306,21 +310,15 @@ CHANGED_FEATURES = "(select * from features_customer semi join bench_changed usi
 def time_nightly_in_engine(settings: Settings, sql: str, params: dict) -> float:
     """``duckdb_nightly_in_engine``: one transaction choosing the changed customers by their keys, moving their
     segments to the archive, deleting them and inserting the new ones (``sql`` over :data:`CHANGED_FEATURES`)."""
-    started = time.perf_counter()
-    con = connect(settings.warehouse)
-    try:
-        tune(con, JOB_SETTINGS)
-        con.begin()
-        con.execute(CHOOSE_CHANGED_SQL)
-        con.execute(f"{ARCHIVE_ALL_SQL} semi join bench_changed using (customer_id)")
-        con.execute("delete from segments where customer_id in (select customer_id from bench_changed)")
-        con.execute(sql, params)
-        con.commit()
-        elapsed = time.perf_counter() - started
-        con.execute("checkpoint")
-    finally:
-        con.close()
-    return elapsed
+    return time_transaction(
+        settings,
+        [
+            (CHOOSE_CHANGED_SQL, None),
+            (f"{ARCHIVE_ALL_SQL} semi join bench_changed using (customer_id)", None),
+            ("delete from segments where customer_id in (select customer_id from bench_changed)", None),
+            (sql, params),
+        ],
+    )
 
 
 def change_customers(settings: Settings, every: int) -> None:
