@@ -326,7 +326,7 @@ def test_rescoring_everyone_under_a_small_memory_cap_does_not_run_out_of_memory(
     assert query(settings, "select count(*), count(distinct archived_by_run) from segment_archive") == [(300_000, 2)]
 
 
-@pytest.mark.parametrize("chunk_rows", [1_000_000, 37])  # one range, or about 14 ranges of customer ids
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 37])  # one range, or 14 ranges for 500 rows written
 def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
     scored_setup: Settings, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
 ) -> None:
@@ -335,7 +335,7 @@ def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
     monkeypatch.setattr(memory, "REPLACE_CHUNK_ROWS", chunk_rows)
     first = score_customers(scored_setup)
     before = query(scored_setup, "select * exclude (top_reason) from segments order by customer_id")
-    # a few changed customers (nightly), then everyone (--all)
+    # a few changed customers (nightly), everyone under a new model, then everyone again (--all)
     execute(
         scored_setup,
         "update raw_customers set age = age + 1, updated_at = updated_at + interval 1 day where customer_id % 50 = 7",
@@ -355,11 +355,17 @@ def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
         "where a.archived_by_run = ? and a.run_id = ? and s.run_id = ?",
         [nightly["run_id"], first["run_id"], nightly["run_id"]],
     ) == [(changed,)]
+    # a new model rescores everyone: 500 rows written, archived and deleted range by range
+    write_model(scored_setup.models_dir, "v2", seed=5)
+    switched = score_customers(scored_setup)
+    assert switched["rows_scored"] == 500
+    by_run = "select count(*), count(distinct customer_id) from segment_archive where archived_by_run = ?"
+    assert query(scored_setup, by_run, [switched["run_id"]]) == [(500, 500)]
+    assert query(scored_setup, "select count(*), count(distinct customer_id) from segments") == [(500, 500)]
     everyone = score_customers(scored_setup, mode="all")
     assert everyone["rows_scored"] == first["rows_scored"] == 500
     assert counts(scored_setup)["segments"] == 500
     assert query(scored_setup, "select count(distinct run_id) from segments") == [(1,)]
-    by_run = "select count(*), count(distinct customer_id) from segment_archive where archived_by_run = ?"
     assert query(scored_setup, by_run, [everyone["run_id"]]) == [(500, 500)]
     # the first run's rows are all in the archive, unchanged, each once
     first_rows = query(
@@ -368,7 +374,7 @@ def test_replacing_segments_in_ranges_archives_every_replaced_row_once(
         [first["run_id"]],
     )
     assert first_rows == before
-    assert counts(scored_setup)["segment_history"] == 500 + changed + 500
+    assert counts(scored_setup)["segment_history"] == 500 + changed + 500 + 500
 
 
 def test_replace_ranges_cover_every_id_once_even_at_the_ends_of_bigint() -> None:
